@@ -1,0 +1,15 @@
+"""recur: recursive reasoning models (TRM, ...) in PyTorch.
+
+    import recur
+    model = recur.load("runs/quickstart-...")          # a run directory or checkpoint
+    pred = model.predict(inputs, halt="adaptive")       # tokens, logits, steps, per-step answers
+"""
+
+__version__ = "0.1.0"
+
+
+def load(path, device: str = "auto"):
+    """Load a trained model from a run directory, checkpoint directory or model.safetensors file."""
+    from .api import Recur
+
+    return Recur.load(path, device)

@@ -1,0 +1,116 @@
+"""The Python API: a trained model that predicts.
+
+    model = recur.load("runs/quickstart-20261126-101500")
+    pred = model.predict(inputs, halt="adaptive")
+    pred.tokens, pred.logits, pred.steps, pred.per_step
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .config import RunConfig, from_dict
+from .dist import pick_device, pick_dtype
+from .errors import RecurError
+from .models import build_model
+from .recursion import infer
+from .tasks import REGISTRY
+
+
+@dataclass
+class Prediction:
+    """Answers for a batch of puzzles (CPU tensors)."""
+
+    tokens: torch.Tensor
+    """[B, L] the answer at each sample's last supervision step."""
+    logits: torch.Tensor
+    """[B, L, V] float32 logits of that step."""
+    steps: torch.Tensor
+    """[B] supervision steps used per sample."""
+    per_step: torch.Tensor
+    """[S, B, L] the answer after every supervision step (frozen after a sample halts)."""
+    q_halt: torch.Tensor
+    """[S, B] the halting logit after every supervision step."""
+
+
+class Recur:
+    """A trained recursive model with its config, dataset info and task."""
+
+    def __init__(self, module: torch.nn.Module, cfg: RunConfig, info: dict, task: str, device: torch.device,
+                 meta: dict):
+        self.module, self.cfg, self.info, self.device, self.meta = module.eval(), cfg, info, device, meta
+        self.task = REGISTRY[task]
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "Recur":
+        weights, meta = checkpoint.read_model(path)
+        try:
+            cfg = from_dict(RunConfig, meta["config"])
+            info, task = meta["info"], meta["task"]
+        except KeyError as e:
+            raise RecurError(f"{path}: checkpoint header lacks {e}") from None
+        if task not in REGISTRY:
+            raise RecurError(f"{path} was trained on task '{task}', which this recur does not know")
+        dev = pick_device(device)
+        module = build_model(cfg.model, info, pick_dtype(cfg.train.precision, dev))
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as e:
+            raise RecurError(f"{path}: weights do not fit the model in its config: {str(e).splitlines()[0]}") from None
+        return cls(module.to(dev), cfg, info, task, dev, meta)
+
+    @property
+    def n_sup(self) -> int:
+        return self.cfg.recursion.n_sup
+
+    def _tensor(self, x, name: str, shape_tail: tuple) -> torch.Tensor:
+        try:
+            t = torch.as_tensor(np.asarray(x), dtype=torch.long)
+        except (TypeError, ValueError) as e:
+            raise RecurError(f"{name} must be an integer array: {e}") from None
+        if t.dim() == len(shape_tail):
+            t = t.unsqueeze(0)
+        if tuple(t.shape[1:]) != shape_tail:
+            raise RecurError(f"{name} has shape {tuple(t.shape)}, the model expects [batch, {', '.join(map(str, shape_tail))}]"
+                             if shape_tail else f"{name} has shape {tuple(t.shape)}, expected [batch]")
+        return t
+
+    @torch.no_grad()
+    def predict(self, inputs, puzzle_ids=None, steps: int | None = None, halt: str = "none",
+                batch_size: int = 256) -> Prediction:
+        """Run token inputs [B, L] (or one [L]) through `steps` (default N_sup) supervision steps.
+
+        halt="none" runs every step for every sample; "adaptive" stops a sample at its first step
+        with q_halt > 0 (the step count is returned per sample).
+        """
+        if halt not in ("none", "adaptive"):
+            raise RecurError(f"halt must be 'none' or 'adaptive', got {halt!r}")
+        L, V = self.info["seq_len"], self.info["vocab_size"]
+        x = self._tensor(inputs, "inputs", (L,))
+        if x.numel() and (x.min() < 0 or x.max() >= V):
+            raise RecurError(f"inputs hold token {int(x.max() if x.max() >= V else x.min())}; the vocabulary is 0..{V - 1}")
+        ids = torch.zeros(len(x), dtype=torch.long) if puzzle_ids is None else self._tensor(puzzle_ids, "puzzle_ids", ())
+        if len(ids) != len(x):
+            raise RecurError(f"{len(ids)} puzzle_ids for {len(x)} inputs")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.info["num_puzzle_ids"]):
+            raise RecurError(f"puzzle ids must be in 0..{self.info['num_puzzle_ids'] - 1}")
+        n = steps or self.n_sup
+        if n < 1:
+            raise RecurError("steps must be >= 1")
+        parts = []
+        for lo in range(0, len(x), batch_size):
+            r = infer(self.module, x[lo:lo + batch_size].to(self.device), ids[lo:lo + batch_size].to(self.device), n, halt)
+            parts.append(r)
+        cat = lambda name, dim=0: torch.cat([getattr(r, name).cpu() for r in parts], dim)  # noqa: E731
+        return Prediction(tokens=cat("tokens"), logits=cat("logits").float(), steps=cat("steps"),
+                          per_step=cat("per_step", 1), q_halt=cat("q_halt", 1))
+
+    def solve(self, puzzles: list[str], steps: int | None = None, halt: str = "adaptive") -> tuple[np.ndarray, Prediction]:
+        """Puzzle texts -> (input tokens [B, L], Prediction); malformed text raises RecurError."""
+        inputs = np.stack([self.task.parse(p, self.info) for p in puzzles])
+        return inputs, self.predict(inputs, steps=steps, halt=halt)

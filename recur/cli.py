@@ -1,0 +1,212 @@
+"""`recur` command line: a thin layer that parses arguments and calls the library.
+
+    recur train [PRESET] [key=value ...] [--resume RUN]
+    recur eval RUN_OR_CKPT [--data DIR] [--halt adaptive]
+    recur solve PUZZLE_OR_FILE [--model RUN_OR_CKPT]
+    recur prepare [PRESET] [key=value ...] [--out DIR]
+    recur presets | recur keys
+    recur convert --from trm-reference IN OUT
+
+A user mistake prints one line `recur: error: ...` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import DEFAULT_PRESET, describe, list_presets, load_config
+from .errors import RecurError
+
+
+def cmd_train(a) -> None:
+    from .api import Recur
+    from .evaluate import show
+    from .train import Trainer, new_run_dir, resumed_config
+
+    if a.resume:
+        run_dir = Path(a.resume)
+        new = load_config(a.preset, a.overrides) if (a.preset or a.overrides) else None
+        cfg = resumed_config(run_dir, new)
+        preset = json.loads((run_dir / "config.json").read_text()).get("preset", "")
+    else:
+        preset = a.preset or DEFAULT_PRESET
+        cfg = load_config(preset, a.overrides)
+        run_dir = new_run_dir(cfg, preset)
+    trainer = Trainer(cfg, run_dir, resume=bool(a.resume), preset=preset)
+    trainer.say(f"run {run_dir}: {cfg.model.arch} on {cfg.data.task}, {sum(p.numel() for p in trainer.model.parameters()):,} "
+                f"params, device {trainer.device}, {trainer.dist.world} process(es)")
+    summary = trainer.fit()
+    if not trainer.dist.main:
+        return
+    ev = summary["eval"]
+    if ev:
+        print(f"\nheld-out exact accuracy {ev['exact_accuracy']:.3f} on {ev['examples']} puzzles "
+              f"(all {cfg.recursion.n_sup} steps: {ev['exact_at_nsup'] if ev['exact_at_nsup'] is not None else '-'}; "
+              f"adaptive halting: {ev['exact_adaptive']:.3f} with {ev['mean_steps_adaptive']:.1f} steps on average)")
+    if cfg.eval.show:
+        model = Recur(trainer.eval_model, cfg, trainer.data.info, trainer.data.meta["task"], trainer.device, {})
+        split = trainer.test_split
+        idx = np.random.default_rng(cfg.seed).choice(len(split), size=min(cfg.eval.show, len(split)), replace=False)
+        b = split.batch(np.sort(idx))
+        pred = model.predict(b["inputs"], b["puzzle_ids"], halt="adaptive")
+        print(f"\n{len(idx)} unseen puzzles, answered with adaptive halting:")
+        for i in range(len(idx)):
+            print("\n" + show(model.task, model.info, b["inputs"][i], pred.tokens[i].numpy(), int(pred.steps[i]),
+                              b["labels"][i]))
+    print(f"\ncheckpoint: {summary['checkpoint']}")
+    print(f"plot:       {summary['plot'] or 'not drawn (install matplotlib: pip install recur[plot])'}")
+
+
+def cmd_eval(a) -> None:
+    from .api import Recur
+    from .data import Dataset
+    from .evaluate import evaluate
+
+    model = Recur.load(a.path, a.device)
+    data_dir = a.data or model.meta.get("dataset")
+    if not data_dir:
+        raise RecurError(f"{a.path} does not say which dataset it was trained on; pass --data DIR")
+    data = Dataset(data_dir)
+    data.check_model(model.info)
+    split = data.splits.get(a.split)
+    if split is None:
+        raise RecurError(f"dataset {data_dir} has no split '{a.split}' (it has {', '.join(data.splits)})")
+    res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt, limit=a.limit)
+    if a.json:
+        print(json.dumps(res))
+        return
+    print(f"{a.path} on {data_dir}/{a.split}: {res['examples']} examples, halt={a.halt}")
+    print(f"exact accuracy {res['exact_accuracy']:.4f}   token accuracy {res['token_accuracy']:.4f}   "
+          f"adaptive: {res['exact_adaptive']:.4f} in {res['mean_steps_adaptive']:.2f} steps   "
+          f"q_halt accuracy {res['q_halt_accuracy']:.4f}")
+    print("exact accuracy after each supervision step:")
+    print("  " + "  ".join(f"{i + 1}:{v:.3f}" for i, v in enumerate(res["exact_per_step"])))
+
+
+def cmd_solve(a) -> None:
+    from .api import Recur
+    from .evaluate import show
+
+    model_path = a.model or _latest_run(Path("runs"))
+    model = Recur.load(model_path, a.device)
+    src = Path(a.puzzle)
+    texts = model.task.read_puzzles(src, model.info) if src.is_file() else [a.puzzle]
+    if not texts:
+        raise RecurError(f"{a.puzzle} holds no puzzles")
+    inputs, pred = model.solve(texts, steps=a.steps, halt=a.halt)
+    for i in range(len(texts)):
+        if len(texts) > 1:
+            print(f"# puzzle {i + 1}")
+        print(show(model.task, model.info, inputs[i], pred.tokens[i].numpy(), int(pred.steps[i]), None) + "\n")
+
+
+def _latest_run(root: Path) -> Path:
+    from .checkpoint import list_checkpoints
+
+    runs = [p for p in root.glob("*") if list_checkpoints(p)] if root.is_dir() else []
+    if not runs:
+        raise RecurError("no trained model given and none found under ./runs; pass --model RUN_OR_CHECKPOINT")
+    return max(runs, key=lambda p: list_checkpoints(p)[-1].stat().st_mtime)
+
+
+def cmd_prepare(a) -> None:
+    from .data import prepare
+
+    cfg = load_config(a.preset or DEFAULT_PRESET, a.overrides)
+    path = prepare(cfg.data, a.out)
+    meta = json.loads((path / "metadata.json").read_text())
+    sizes = ", ".join(f"{k}: {v['examples']} examples in {v['groups']} groups" for k, v in meta["splits"].items())
+    print(f"{path}: {meta['task']} {sizes}")
+
+
+def cmd_presets(a) -> None:
+    presets = list_presets()
+    width = max(map(len, presets))
+    for name, desc in presets.items():
+        print(f"{name.ljust(width)}  {desc}{'  (default)' if name == DEFAULT_PRESET else ''}")
+
+
+def cmd_keys(a) -> None:
+    for key, default, doc in describe():
+        print(f"{key} = {default}\n    {doc}")
+
+
+def cmd_convert(a) -> None:
+    from .interop import convert_trm_reference
+
+    out = convert_trm_reference(Path(a.src), Path(a.dst), a.overrides, seq_len=a.seq_len, task=a.task)
+    print(f"wrote {out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recur", description="Recursive reasoning models: train, evaluate, solve.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a model (no arguments: the CPU quickstart)")
+    t.add_argument("preset", nargs="?", help=f"preset name or TOML file (default: {DEFAULT_PRESET})")
+    t.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. model.hidden=128 (see `recur keys`)")
+    t.add_argument("--resume", metavar="RUN", help="continue this run directory from its latest checkpoint")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run or checkpoint on its held-out data")
+    e.add_argument("path", help="run directory, checkpoint directory or model.safetensors")
+    e.add_argument("--data", help="prepared dataset directory (default: the one it was trained on)")
+    e.add_argument("--split", default="test")
+    e.add_argument("--halt", choices=["none", "adaptive"], default="none")
+    e.add_argument("--steps", type=int, default=0, help="supervision steps (default: the model's N_sup)")
+    e.add_argument("--limit", type=int, default=0, help="evaluate at most this many examples")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("solve", help="solve a puzzle given as text, or every puzzle in a file")
+    s.add_argument("puzzle", help="a puzzle string (e.g. 81 characters, . or 0 for blanks) or a file of them")
+    s.add_argument("--model", help="run directory or checkpoint (default: the newest run under ./runs)")
+    s.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's N_sup)")
+    s.add_argument("--halt", choices=["none", "adaptive"], default="adaptive")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=cmd_solve)
+
+    r = sub.add_parser("prepare", help="build a preset's dataset on disk")
+    r.add_argument("preset", nargs="?")
+    r.add_argument("overrides", nargs="*")
+    r.add_argument("--out", help="output directory (default: data/<task>-<hash of the settings>)")
+    r.set_defaults(fn=cmd_prepare)
+
+    sub.add_parser("presets", help="list the presets").set_defaults(fn=cmd_presets)
+    sub.add_parser("keys", help="list every config key with its default and meaning").set_defaults(fn=cmd_keys)
+
+    c = sub.add_parser("convert", help="convert a reference TRM checkpoint into a recur checkpoint")
+    c.add_argument("--from", dest="kind", choices=["trm-reference"], required=True)
+    c.add_argument("src", help="the reference state-dict file (all_config.yaml beside it is read when present)")
+    c.add_argument("dst", help="output checkpoint directory")
+    c.add_argument("overrides", nargs="*", help="model.* settings that override or supply the architecture")
+    c.add_argument("--seq-len", type=int, help="puzzle length without prefix (read from the data when absent)")
+    c.add_argument("--task", default="sudoku", help="task the model solves (default: sudoku)")
+    c.set_defaults(fn=cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "preset", None) and "=" in args.preset:  # `recur train a.b=c`: no preset given
+        args.overrides, args.preset = [args.preset] + args.overrides, None
+    try:
+        args.fn(args)
+    except RecurError as e:
+        print(f"recur: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recur: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+"""The run configuration: typed dataclasses, presets and `key=value` overrides.
+
+Every field has a default (the reference TRM recipe where one exists) and a docstring (the
+string literal under it). Presets are TOML files that list only what they change; dotted
+overrides such as `model.hidden=128` are applied on top. An unknown key, a wrong type or a
+value outside a field's choices is a RecurError naming the key and the valid options.
+
+Glossary (paper symbol -> recur name -> reference TRM/HRM name):
+  x  input embedding           -> x                -> input_embeddings
+  y  current answer (state)    -> y                -> z_H
+  z  latent reasoning state    -> z                -> z_L
+  n  latent updates per cycle  -> model.n          -> L_cycles
+  T  recursion cycles per step -> model.T          -> H_cycles
+  N_sup supervision steps      -> recursion.n_sup  -> halt_max_steps
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import textwrap
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import RecurError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "quickstart"
+
+
+@dataclass
+class ModelConfig:
+    """The recursive network (reference: the `arch:` section)."""
+
+    arch: Literal["trm"] = "trm"
+    """Model family, a key of recur.models.REGISTRY."""
+    hidden: int = 512
+    """Width D of every token state (reference `hidden_size`)."""
+    heads: int = 8
+    """Attention heads; head width is hidden/heads."""
+    expansion: float = 4.0
+    """SwiGLU expansion; the inner width is round(expansion*2/3*width) rounded up to a multiple of 256."""
+    layers: int = 2
+    """Blocks in the shared net (reference `L_layers`)."""
+    T: int = 3
+    """Recursion cycles per supervision step; the first T-1 run without gradients (ref `H_cycles`)."""
+    n: int = 6
+    """Latent updates z <- net(z, y + x) per cycle before one answer update y <- net(y, z) (ref `L_cycles`)."""
+    mixer: Literal["attention", "mlp_t"] = "attention"
+    """Token mixing: self-attention, or `mlp_t`, a SwiGLU across the sequence axis (TRM-MLP)."""
+    pos: Literal["rope", "learned", "none"] = "rope"
+    """Position encoding (reference `pos_encodings`)."""
+    rope_theta: float = 10000.0
+    """RoPE base."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon (the norm has no weight)."""
+    prefix_len: int = 16
+    """Prefix tokens before the puzzle (reference `puzzle_emb_len`); the Q-head reads position 0."""
+    puzzle_emb_dim: int = 512
+    """Width of the learned per-puzzle embedding spread over the prefix (<= prefix_len*hidden); 0 = the
+    prefix tokens are plain registers (reference `puzzle_emb_ndim`)."""
+
+
+@dataclass
+class RecursionConfig:
+    """The recursion engine: deep supervision, halting, objective."""
+
+    n_sup: int = 16
+    """N_sup: supervision steps per example (reference `halt_max_steps`)."""
+    schedule: Literal["streaming", "per_batch"] = "streaming"
+    """`streaming`: the reference code; halted rows are refilled from the next batch every optimizer step.
+    `per_batch`: the paper's pseudo-code; a batch runs until all its rows halt (or N_sup), then the next."""
+    act: bool = True
+    """Train a halting head (BCE on whole-answer correctness) and halt training rows when q_halt > 0."""
+    exploration: float = 0.1
+    """Probability that a row must run a uniform minimum number of steps in {2..N_sup} before halting."""
+    loss: Literal["stablemax", "softmax"] = "stablemax"
+    """Token loss: stablemax cross-entropy (the reference, in float64) or softmax cross-entropy."""
+    halt_weight: float = 0.5
+    """Weight of the halting BCE in the total loss."""
+
+
+@dataclass
+class SudokuData:
+    """Sudoku puzzles: generated, or read from the HRM/TRM CSV layout (source,q,a,rating)."""
+
+    size: Literal[4, 6, 9] = 9
+    """Grid side; boxes are 2x2, 2x3 and 3x3."""
+    train_size: int = 1000
+    """Base training puzzles (generated, or drawn from train_csv; 0 = every CSV row)."""
+    test_size: int = 1000
+    """Held-out puzzles (generated, or drawn from test_csv; 0 = every CSV row)."""
+    augmentations: int = 1000
+    """K: each training puzzle is stored with K validity-preserving shuffles (a group of 1+K)."""
+    givens: int = 0
+    """Generated puzzles keep this many clues (0 = remove clues until no more can go: minimal puzzles)."""
+    min_rating: int = 0
+    """Keep generated puzzles whose rating (solver guesses) is at least this."""
+    max_rating: int = -1
+    """Keep generated puzzles whose rating is at most this (-1 = no limit)."""
+    train_csv: str = ""
+    """Training CSV (source,q,a,rating; `.` or `0` blank) instead of generated puzzles."""
+    test_csv: str = ""
+    """Test CSV in the same layout."""
+
+
+@dataclass
+class DataConfig:
+    """Which task and dataset the run uses."""
+
+    task: Literal["sudoku"] = "sudoku"
+    """Task, a key of recur.tasks.REGISTRY."""
+    dir: str = ""
+    """Prepared dataset directory; empty = a directory under data/ named after the data settings."""
+    seed: int = 0
+    """Seed of the dataset build (generation, subsampling, augmentation)."""
+    sudoku: SudokuData = field(default_factory=SudokuData)
+    """Sudoku settings (used when task = sudoku)."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimizers, learning-rate schedule and EMA."""
+
+    lr: float = 1e-4
+    """Peak learning rate of AdamATan2."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamATan2 (beta1, beta2)."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay of AdamATan2."""
+    warmup: int = 2000
+    """Linear warm-up steps."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """After warm-up: constant (the reference recipes) or cosine decay to min_lr_ratio*lr."""
+    min_lr_ratio: float = 0.0
+    """Floor of the cosine decay, as a fraction of lr."""
+    puzzle_emb_lr: float = 1e-2
+    """Learning rate of the sign-SGD on puzzle embeddings."""
+    puzzle_emb_weight_decay: float = 0.1
+    """Decoupled weight decay of the puzzle-embedding sign-SGD."""
+    ema: bool = True
+    """Keep an exponential moving average of the weights; it is evaluated and saved."""
+    ema_rate: float = 0.999
+    """EMA decay."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    steps: int = 10000
+    """Optimizer steps (one supervision step each)."""
+    batch_size: int = 768
+    """Global batch (split evenly across data-parallel ranks)."""
+    log_every: int = 50
+    """Steps between metric records in metrics.jsonl."""
+    eval_every: int = 1000
+    """Steps between evaluations (0 = only at the end)."""
+    ckpt_every: int = 1000
+    """Steps between checkpoints (0 = only at the end)."""
+    keep_ckpts: int = 2
+    """Checkpoints kept on disk (older ones are deleted; the last is always kept)."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where to train; auto = CUDA, else MPS, else CPU."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype (weights stay float32); auto = bfloat16 on CUDA, float32 elsewhere."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """torch.compile the supervision step; auto = on for CUDA only."""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+    out_dir: str = "runs"
+    """Parent directory of run directories."""
+    run_name: str = ""
+    """Run directory name (empty = preset name plus a timestamp)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files (needs the tensorboard package)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the held-out split."""
+
+    halt: Literal["none", "adaptive"] = "none"
+    """`none`: every sample runs all N_sup steps (the reference protocol); `adaptive`: a sample stops at
+    the first step whose q_halt > 0 and its answer is read there."""
+    batch_size: int = 0
+    """Evaluation batch (0 = the training batch)."""
+    max_examples: int = 0
+    """Evaluate on at most this many test examples (0 = all)."""
+    show: int = 3
+    """Unseen puzzles printed with the model's answer at the end of training."""
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written to config.json in the run directory."""
+
+    seed: int = 0
+    """Seed of model init, data order and halting exploration."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The network."""
+    recursion: RecursionConfig = field(default_factory=RecursionConfig)
+    """The recursion engine."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The task and its data."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizers and schedule."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The training loop."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+
+
+# --------------------------------------------------------------------------- field docs
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a config dataclass: {field name: the string literal under it}."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
+            docs[stmt.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, docstring) for every leaf field, for `recur keys` and error messages."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe(hints[f.name], key + ".")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
+            rows.append((key, repr(default), docs.get(f.name, "")))
+    return rows
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + "|".join(str(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a pair of numbers like 0.9,0.95"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check (TOML values) or convert (CLI strings) `value` to the field type `tp`."""
+    origin = typing.get_origin(tp)
+    bad = RecurError(f"config key '{key}' expects {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        for c in choices:
+            if value == c or (isinstance(value, str) and value == str(c)):
+                return c
+        raise bad
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or len(items) != len(typing.get_args(tp)):
+            raise bad
+        return tuple(_coerce(key, t, v) for t, v in zip(typing.get_args(tp), items))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "on", "off", "yes", "no"):
+            return value.lower() in ("true", "1", "on", "yes")
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise TypeError(f"unsupported config field type {tp!r} for {key}")
+
+
+def _unknown(key: str, name: str, cls: type) -> RecurError:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{key[: -len(name)]}{close[0]}'?" if close else ""
+    return RecurError(f"unknown config key '{key}' (valid keys here: {', '.join(valid)}){hint}")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict; every key must exist and every value must type-check."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name, value in data.items():
+        key = prefix + name
+        if name not in names:
+            raise _unknown(key, name, cls)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise RecurError(f"config key '{key}' is a section; give its keys ({key}.<name> = ...)")
+            kwargs[name] = from_dict(tp, value, key + ".")
+        else:
+            kwargs[name] = _coerce(key, tp, value)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain JSON-able nested dicts (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def _merge(base: dict, delta: dict) -> dict:
+    out = dict(base)
+    for k, v in delta.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one `a.b.c=value` override to a nested dict (the value stays a string until typed)."""
+    if "=" not in assignment:
+        raise RecurError(f"override '{assignment}' is not of the form key=value (e.g. model.hidden=128)")
+    key, value = assignment.split("=", 1)
+    node: dict[str, Any] = {}
+    delta = node
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node[p] = {}
+        node = node[p]
+    node[parts[-1]] = value.strip()
+    return _merge(data, delta)
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def list_presets() -> dict[str, str]:
+    """{preset name: one-line description} of the presets shipped with recur."""
+    return {p.stem: _read_toml(p).get("description", "") for p in sorted(PRESET_DIR.glob("*.toml"))}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecurError(f"cannot read preset {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RecurError(f"preset {path} is not valid TOML: {e}") from None
+
+
+def preset_path(name: str) -> Path:
+    """A shipped preset by name, or a TOML file by path."""
+    if name.endswith(".toml") or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise RecurError(f"preset file {name} does not exist")
+        return path
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        names = list(list_presets())
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise RecurError(f"unknown preset '{name}' (presets: {', '.join(names)}){hint}")
+    return path
+
+
+def load_config(preset: str | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Dataclass defaults <- preset file <- `key=value` overrides, validated."""
+    data: dict[str, Any] = {}
+    if preset:
+        data = _read_toml(preset_path(preset))
+        data.pop("description", None)
+    for a in overrides:
+        data = override(data, a)
+    cfg = from_dict(RunConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that the types alone cannot express."""
+    m, r, t, s = cfg.model, cfg.recursion, cfg.train, cfg.data.sudoku
+    checks = [
+        (m.hidden > 0 and m.heads > 0 and m.hidden % m.heads == 0, "model.hidden must be a positive multiple of model.heads"),
+        (m.pos != "rope" or (m.hidden // max(m.heads, 1)) % 2 == 0, "model.pos=rope needs an even head width (hidden/heads)"),
+        (m.layers >= 1 and m.T >= 1 and m.n >= 1, "model.layers, model.T and model.n must be >= 1"),
+        (m.prefix_len >= 0 and m.puzzle_emb_dim >= 0, "model.prefix_len and model.puzzle_emb_dim must be >= 0"),
+        (m.puzzle_emb_dim <= m.prefix_len * m.hidden, "model.puzzle_emb_dim must fit in the prefix (<= prefix_len*hidden)"),
+        (r.n_sup >= 1, "recursion.n_sup must be >= 1"),
+        (0.0 <= r.exploration <= 1.0, "recursion.exploration must be in [0, 1]"),
+        (t.steps >= 1 and t.batch_size >= 1, "train.steps and train.batch_size must be >= 1"),
+        (t.log_every >= 1, "train.log_every must be >= 1"),
+        (min(t.eval_every, t.ckpt_every, t.threads) >= 0, "train.eval_every, ckpt_every and threads must be >= 0"),
+        (t.keep_ckpts >= 1, "train.keep_ckpts must be >= 1"),
+        (cfg.optim.warmup >= 0 and cfg.optim.lr >= 0, "optim.warmup and optim.lr must be >= 0"),
+        (0 <= cfg.optim.ema_rate < 1, "optim.ema_rate must be in [0, 1)"),
+        (s.train_size >= 0 and s.test_size >= 0 and s.augmentations >= 0, "data.sudoku sizes must be >= 0"),
+        (bool(s.train_csv) or s.train_size > 0, "data.sudoku.train_size must be > 0 when puzzles are generated"),
+        (bool(s.test_csv) or s.test_size > 0, "data.sudoku.test_size must be > 0 when puzzles are generated"),
+        (0 <= s.givens <= s.size * s.size, "data.sudoku.givens must be between 0 and size*size"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise RecurError(message)

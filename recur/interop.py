@@ -1,0 +1,164 @@
+"""Reading checkpoints written by the reference TRM code (SamsungSAILMontreal/TinyRecursiveModels).
+
+The reference saves `torch.save(model.state_dict())` of its compiled loss head, so keys look like
+`_orig_mod.model.inner.L_level.layers.0.self_attn.qkv_proj.weight`, and writes the run's config
+to `all_config.yaml` beside it. The state dict is read with `weights_only=True` (no arbitrary
+unpickling); the architecture comes from the yaml's `arch:` section when present, from the
+weights' shapes where they tell, and from `model.*` overrides given by the user.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .checkpoint import MODEL_FILE, save_model
+from .config import RunConfig, load_config, to_dict
+from .errors import RecurError
+from .models import build_model
+
+# reference name (after `inner.`) -> recur name
+_TOP = {"embed_tokens.embedding_weight": "embed", "lm_head.weight": "head.weight", "q_head.weight": "q_head.weight",
+        "q_head.bias": "q_head.bias", "H_init": "y_init", "L_init": "z_init", "puzzle_emb.weights": "puzzle_emb",
+        "embed_pos.embedding_weight": "pos_emb"}
+_LAYER = {"self_attn.qkv_proj.weight": "attn.qkv.weight", "self_attn.o_proj.weight": "attn.out.weight",
+          "mlp.gate_up_proj.weight": "mlp.gate_up.weight", "mlp.down_proj.weight": "mlp.down.weight",
+          "mlp_t.gate_up_proj.weight": "mix.gate_up.weight", "mlp_t.down_proj.weight": "mix.down.weight"}
+_LAYER_RE = re.compile(r"L_level\.layers\.(\d+)\.(.+)")
+
+
+def strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop torch.compile's `_orig_mod.` and the loss head's `model.` so keys start at `inner.`."""
+    out = {}
+    for k, v in sd.items():
+        while k.startswith(("_orig_mod.", "model.")):
+            k = k.split(".", 1)[1]
+        out[k] = v
+    return out
+
+
+def map_trm_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Reference TRM state dict (prefixes stripped) -> recur TRM state dict; unknown keys are an error."""
+    out, unknown = {}, []
+    for k, v in sd.items():
+        name = k[len("inner."):] if k.startswith("inner.") else None
+        m = _LAYER_RE.fullmatch(name or "")
+        if name in _TOP:
+            out[_TOP[name]] = v
+        elif m and m.group(2) in _LAYER:
+            out[f"net.layers.{m.group(1)}.{_LAYER[m.group(2)]}"] = v
+        else:
+            unknown.append(k)
+    if unknown:
+        raise RecurError(f"not a reference TRM state dict: unexpected keys {', '.join(unknown[:4])}"
+                         f"{' ...' if len(unknown) > 4 else ''}")
+    for k in ("y_init", "z_init"):  # the reference keeps them in the forward dtype
+        if k in out:
+            out[k] = out[k].float()
+    return out
+
+
+def _read_state_dict(src: Path) -> dict[str, torch.Tensor]:
+    if not src.is_file():
+        raise RecurError(f"{src} does not exist")
+    try:
+        if src.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(src))
+        else:
+            sd = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to parse the file is the user's bad input
+        raise RecurError(f"{src} is not a readable state dict: {str(e).splitlines()[0]}") from None
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise RecurError(f"{src} does not hold a state dict (a mapping of names to tensors)")
+    return sd
+
+
+def _arch_overrides(arch: dict, sd: dict[str, torch.Tensor]) -> dict[str, object]:
+    """recur model/recursion settings from the reference `arch:` section and the weights' shapes."""
+    name = str(arch.get("name", "trm"))
+    if "trm" not in name.split("@")[0]:
+        raise RecurError(f"all_config.yaml describes '{name}', not a TRM; only TRM reference checkpoints convert")
+    if arch.get("no_ACT_continue", True) is False:
+        raise RecurError("the reference run used the Q-continue halting rule (no_ACT_continue: false), "
+                         "which recur's TRM does not implement")
+    emb = sd["inner.embed_tokens.embedding_weight"]
+    D = int(arch.get("hidden_size", emb.shape[1]))
+    layers = 1 + max(int(m.group(1)) for k in sd if (m := _LAYER_RE.fullmatch(k[len("inner."):])))
+    mlp_t = any(".mlp_t." in k for k in sd)
+    ndim = sd["inner.puzzle_emb.weights"].shape[1] if "inner.puzzle_emb.weights" in sd else 0
+    plen = int(arch.get("puzzle_emb_len", 16))
+    prefix = 0 if ndim == 0 else (plen or math.ceil(ndim / D))
+    pos = "learned" if "inner.embed_pos.embedding_weight" in sd else arch.get("pos_encodings", "rope")
+    out = {"model.hidden": D, "model.layers": layers, "model.mixer": "mlp_t" if mlp_t else "attention",
+           "model.pos": pos, "model.prefix_len": prefix, "model.puzzle_emb_dim": ndim}
+    table = {"num_heads": "model.heads", "expansion": "model.expansion", "H_cycles": "model.T", "L_cycles": "model.n",
+             "rope_theta": "model.rope_theta", "rms_norm_eps": "model.norm_eps", "halt_max_steps": "recursion.n_sup",
+             "halt_exploration_prob": "recursion.exploration"}
+    out.update({key: arch[ref] for ref, key in table.items() if ref in arch})
+    loss = (arch.get("loss") or {}).get("loss_type")
+    if loss:
+        out["recursion.loss"] = {"stablemax_cross_entropy": "stablemax", "softmax_cross_entropy": "softmax"}.get(loss, loss)
+    return out
+
+
+def _seq_len(sd, cfg: RunConfig, given: int | None, all_config: dict, base: Path) -> int:
+    if given:
+        return given
+    if cfg.model.mixer == "mlp_t":  # the token-mixing SwiGLU is as wide as the sequence with prefix
+        return sd["inner.L_level.layers.0.mlp_t.down_proj.weight"].shape[0] - cfg.model.prefix_len
+    for data_path in all_config.get("data_paths", []):
+        for root in (Path.cwd(), base):
+            meta = root / data_path / "test" / "dataset.json"
+            if meta.is_file():
+                return int(json.loads(meta.read_text())["seq_len"])
+    raise RecurError("cannot tell the puzzle length from the checkpoint; pass --seq-len (81 for 9x9 Sudoku)")
+
+
+def convert_trm_reference(src: Path, dst: Path, overrides: list[str] = (), seq_len: int | None = None,
+                          task: str = "sudoku") -> Path:
+    """Write a recur checkpoint directory `dst` from a reference TRM state-dict file `src`."""
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise RecurError(f"{dst} already exists; refusing to overwrite it")
+    sd = strip_prefixes(_read_state_dict(src))
+    if "inner.embed_tokens.embedding_weight" not in sd:
+        raise RecurError(f"{src} is not a reference TRM state dict (no inner.embed_tokens.embedding_weight)")
+    all_config = {}
+    yaml_path = src.parent / "all_config.yaml"
+    if yaml_path.is_file():
+        import yaml
+        try:
+            all_config = yaml.safe_load(yaml_path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RecurError(f"{yaml_path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    settings = _arch_overrides(all_config.get("arch") or {}, sd)
+    cfg = load_config(None, [f"{k}={v}" for k, v in settings.items()] + list(overrides))
+    L = _seq_len(sd, cfg, seq_len, all_config, src.parent)
+    weights = map_trm_keys(sd)
+    info = {"vocab_size": int(weights["embed"].shape[0]), "seq_len": int(L),
+            "num_puzzle_ids": int(weights["puzzle_emb"].shape[0]) if "puzzle_emb" in weights else 1}
+    if task == "sudoku":
+        size = math.isqrt(L)
+        if size * size != L or size not in (4, 6, 9) or info["vocab_size"] != size + 2:
+            raise RecurError(f"a Sudoku model needs seq_len 16/36/81 and vocab size+2; this one has seq_len {L}, "
+                             f"vocab {info['vocab_size']}")
+        info["size"] = size
+        cfg = replace(cfg, data=replace(cfg.data, sudoku=replace(cfg.data.sudoku, size=size)))
+    else:
+        raise RecurError(f"unknown task '{task}' (known: sudoku)")
+    model = build_model(cfg.model, info)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise RecurError(f"the reference weights do not fit the architecture {settings}: "
+                         f"{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}") from None
+    dst.mkdir(parents=True, exist_ok=True)
+    out = dst / MODEL_FILE
+    save_model(out, model.state_dict(), {"config": to_dict(cfg), "info": info,
+                                        "task": task, "step": None, "converted_from": str(src)})
+    return out

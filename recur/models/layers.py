@@ -1,0 +1,126 @@
+"""Shared building blocks: LeCun-truncated-normal linears, weightless RMSNorm, SwiGLU, RoPE attention.
+
+Weights live in float32 and are cast to the activations' dtype at use, so a model runs in
+bfloat16 on a GPU while its master weights (and optimizer) stay float32, as in the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def trunc_normal_(t: torch.Tensor, std: float = 1.0, bound: float = 2.0) -> torch.Tensor:
+    """JAX-style truncated normal on [-bound, bound] standard deviations whose *resulting* std is `std`.
+
+    torch.nn.init.trunc_normal_ truncates but does not rescale, so its std comes out ~12% low.
+    """
+    with torch.no_grad():
+        if std == 0:
+            return t.zero_()
+        a, b = math.erf(-bound / math.sqrt(2)), math.erf(bound / math.sqrt(2))
+        pdf = math.exp(-0.5 * bound**2) / math.sqrt(2 * math.pi)
+        z = (b - a) / 2
+        # variance of a unit normal truncated to [-bound, bound]: 1 - 2*bound*pdf/z
+        std_corr = std / math.sqrt(1 - 2 * bound * pdf / z)
+        t.uniform_(a, b).erfinv_().mul_(math.sqrt(2) * std_corr)
+        return t.clip_(-bound * std_corr, bound * std_corr)
+
+
+def rms_norm(h: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last axis, without a weight, computed in float32."""
+    dtype = h.dtype
+    h = h.float()
+    return (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + eps)).to(dtype)
+
+
+def ffn_width(width: int, expansion: float) -> int:
+    """The reference SwiGLU inner width: round(expansion*2/3*width) rounded up to a multiple of 256."""
+    return -(round(expansion * width * 2 / 3) // -256) * 256
+
+
+class Linear(nn.Module):
+    """Bias-free (by default) linear with LeCun truncated-normal init, cast to the input's dtype."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(d_out, d_in), std=d_in**-0.5))
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(h.dtype)
+        return F.linear(h, self.weight.to(h.dtype), bias)
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate) * up) with a fused gate+up projection."""
+
+    def __init__(self, width: int, expansion: float):
+        super().__init__()
+        inner = ffn_width(width, expansion)
+        self.gate_up = Linear(width, 2 * inner)
+        self.down = Linear(inner, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(h).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [length, head_dim] for rotate-half RoPE (frequencies repeated over both halves)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, S, H, Dh] rotated in float32 by cos/sin [S, Dh], returned in x's dtype."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (xf * cos.unsqueeze(-2) + rotated * sin.unsqueeze(-2)).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention over every position (no mask: PAD is attended, as in TRM)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.qkv = Linear(width, 3 * width)
+        self.out = Linear(width, width)
+
+    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        B, S, D = h.shape
+        q, k, v = self.qkv(h).view(B, S, 3, self.heads, self.head_dim).unbind(2)  # each [B, S, H, Dh]
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.out(o.transpose(1, 2).reshape(B, S, D))
+
+
+class Block(nn.Module):
+    """Post-norm block: h = norm(h + mix(h)); h = norm(h + mlp(h)).
+
+    mix is attention, or (mlp_t) a SwiGLU across the sequence axis whose residual is normalized
+    over the sequence axis too, as in the reference TRM-MLP.
+    """
+
+    def __init__(self, width: int, heads: int, expansion: float, seq_len: int, mlp_t: bool, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.attn = None if mlp_t else Attention(width, heads)
+        self.mix = SwiGLU(seq_len, expansion) if mlp_t else None
+        self.mlp = SwiGLU(width, expansion)
+
+    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        if self.attn is not None:
+            h = rms_norm(h + self.attn(h, rope), self.eps)
+        else:
+            ht = h.transpose(1, 2)  # [B, D, S]: mix tokens, normalize over tokens
+            h = rms_norm(ht + self.mix(ht), self.eps).transpose(1, 2)
+        return rms_norm(h + self.mlp(h), self.eps)

@@ -1,0 +1,58 @@
+"""Plots of a run, drawn from its metrics.jsonl (matplotlib is an optional extra: recur[plot])."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .runlog import read_metrics
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def training_plot(run_dir: Path) -> Path | None:
+    """<run>/plots/training.png: loss, accuracy over training, and accuracy per supervision step.
+
+    Returns None when matplotlib is not installed.
+    """
+    if not have_matplotlib():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir)
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    if train:
+        ax[0].plot([r["step"] for r in train], [r["loss"] for r in train])
+        ax[0].set_yscale("log")
+        ax[1].plot([r["step"] for r in train], [r["exact_accuracy"] for r in train], label="train exact (halted rows)")
+        ax[1].plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train token", alpha=0.6)
+    ax[0].set(title="training loss", xlabel="optimizer step")
+    if evals:
+        ax[1].plot([r["step"] for r in evals], [r["exact_accuracy"] for r in evals], "o-", label="test exact")
+        last = evals[-1]
+        steps = range(1, len(last["exact_per_step"]) + 1)
+        ax[2].plot(steps, last["exact_per_step"], "o-", label="exact")
+        ax[2].plot(steps, last["token_per_step"], "s--", label="token")
+        ax[2].legend()
+        ax[2].set(title=f"test accuracy per supervision step (step {last['step']})", xlabel="supervision step",
+                  ylim=(0, 1.02))
+    ax[1].set(title="accuracy", xlabel="optimizer step", ylim=(0, 1.02))
+    ax[1].legend()
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(run_dir) / "plots" / "training.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,47 @@
+"""What the rest of recur needs from a task: build its dataset, read and show puzzles.
+
+A task knows nothing about models or training. Its `build` returns plain numpy arrays per
+split in the on-disk layout of recur.data:
+
+  inputs        uint8 [N_examples, seq_len]   tokens; 0 = PAD
+  labels        uint8 [N_examples, seq_len]   target tokens; 0 = ignored by the loss
+  puzzle_ids    int32 [N_puzzles]             row of the puzzle-embedding table
+  puzzle_index  int64 [N_puzzles + 1]         examples of puzzle p: puzzle_index[p]:puzzle_index[p+1]
+  group_index   int64 [N_groups + 1]          puzzles of group g (a base puzzle + its augmentations)
+
+plus `info`, a JSON-able dict with at least vocab_size, seq_len and num_puzzle_ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+Split = dict[str, np.ndarray]
+
+
+class Task:
+    """Base class of the task registry entries (see recur.tasks.REGISTRY)."""
+
+    name: str = ""
+
+    def build(self, cfg, seed: int) -> tuple[dict[str, Split], dict]:
+        """Build {"train": Split, "test": Split} and the info dict from the task's config section."""
+        raise NotImplementedError
+
+    def parse(self, text: str, info: dict) -> np.ndarray:
+        """One puzzle as text -> input tokens [seq_len]; RecurError naming the problem if malformed."""
+        raise NotImplementedError
+
+    def read_puzzles(self, path: Path, info: dict) -> list[str]:
+        """The puzzle texts in a file (one per line, or the task's CSV layout)."""
+        raise NotImplementedError
+
+    def render(self, tokens: np.ndarray, info: dict) -> str:
+        """Tokens [seq_len] (an input or an answer) -> a human-readable grid."""
+        raise NotImplementedError
+
+    def verify(self, inputs: np.ndarray, answer: np.ndarray, info: dict) -> bool:
+        """Whether `answer` tokens legally solve `inputs` (may differ from the stored label)."""
+        raise NotImplementedError

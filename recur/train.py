@@ -1,0 +1,271 @@
+"""The Trainer: data, model, engine and optimizers wired together, with log/eval/checkpoint cadence.
+
+Nothing here is model- or task-specific: the engine (recur.recursion) runs supervision steps,
+tasks build data, models are looked up in the registry.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__, checkpoint
+from .config import RunConfig, from_dict, to_dict
+from .data import Dataset, TrainSampler, prepare
+from .dist import Dist, pick_device, pick_dtype
+from .errors import RecurError
+from .evaluate import evaluate
+from .models import build_model
+from .optim import EMA, build_optimizers, set_lr
+from .plots import training_plot
+from .recursion import Carry, DeepSupervision
+from .runlog import RunLog
+
+# settings that may change when a run is resumed (they do not change its math)
+RESUMABLE = {"train.steps", "train.log_every", "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
+             "train.device", "train.compile", "train.threads", "train.tensorboard", "train.progress",
+             "eval.halt", "eval.batch_size", "eval.max_examples", "eval.show"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+
+def resumed_config(run_dir: Path, new: RunConfig | None) -> RunConfig:
+    """The run's saved config, with the allowed changes from `new` (anything else differing is an error)."""
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())["config"]
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise RecurError(f"{run_dir} is not a resumable run (config.json missing or corrupt: {e})") from None
+    cfg = from_dict(RunConfig, saved)
+    if new is None:
+        return cfg
+    old_flat, new_flat = _flat(to_dict(cfg)), _flat(to_dict(new))
+    changed = [k for k in new_flat if new_flat[k] != old_flat.get(k)]
+    bad = [k for k in changed if k not in RESUMABLE]
+    if bad:
+        raise RecurError(f"cannot change {', '.join(bad)} when resuming {run_dir} (only {', '.join(sorted(RESUMABLE))})")
+    return new
+
+
+class Trainer:
+    """Train `cfg` into `run_dir`; `resume=True` continues the run's latest checkpoint exactly."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, preset: str = "", say=print):
+        self.cfg, self.run_dir, self.preset = cfg, Path(run_dir), preset
+        t = cfg.train
+        self.device = pick_device(t.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.dist = Dist.from_env(self.device)
+        self._say = say
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.dtype = pick_dtype(t.precision, self.device)
+
+        # data: rank 0 builds it (once, cached on disk), the others wait and then find it there
+        if self.dist.main:
+            t0 = time.perf_counter()
+            self.say(f"dataset {prepare(cfg.data)} ready ({time.perf_counter() - t0:.1f}s)")
+        self.dist.barrier()
+        self.data = Dataset(prepare(cfg.data))
+        self.train_split, self.test_split = self.data.splits["train"], self.data.splits["test"]
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.data.info, self.dtype).to(self.device)
+        self.dist.broadcast_params(self.model)
+        self.opts = build_optimizers(self.model, cfg.optim)
+        self.ema = EMA(self.model, cfg.optim.ema_rate) if cfg.optim.ema else None
+        self.engine = DeepSupervision(cfg.recursion, t.batch_size, self.dist.rank, cfg.seed)
+        self.sampler = TrainSampler(self.train_split, t.batch_size, cfg.seed, self.dist.rank, self.dist.world)
+        self.step, self.carry = 0, None
+        self.eval_model = copy.deepcopy(self.model) if self.ema else self.model
+        compile_on = t.compile == "on" or (t.compile == "auto" and self.device.type == "cuda")
+        self.step_model = torch.compile(self.model) if compile_on else self.model
+
+        if resume:
+            self._load(checkpoint.list_checkpoints(self.run_dir))
+        elif self.dist.main:
+            self._start_run_dir()
+        self.log = RunLog(self.run_dir, t.tensorboard, enabled=self.dist.main)
+        if resume:
+            self.log.truncate_after(self.step)
+
+    # ------------------------------------------------------------------ helpers
+
+    def say(self, msg: str) -> None:
+        if self.dist.main:
+            self._say(msg)
+
+    def _start_run_dir(self) -> None:
+        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise RecurError(f"run directory {self.run_dir} already exists; resume it with --resume or pick "
+                             f"another train.run_name")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps({
+                "preset": self.preset, "recur": __version__, "torch": torch.__version__,
+                "python": platform.python_version(), "world_size": self.dist.world,
+                "device": str(self.device), "dataset": str(self.data.path), "config": to_dict(self.cfg)}, indent=1))
+        except OSError as e:
+            raise RecurError(f"cannot write the run directory {self.run_dir}: {e.strerror}") from None
+
+    def _to_device(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        pin = self.device.type == "cuda"
+        out = {}
+        for k, v in batch.items():
+            t = torch.from_numpy(v)
+            out[k] = (t.pin_memory() if pin else t).to(self.device, non_blocking=pin)
+        return out
+
+    def eval_weights(self) -> dict[str, torch.Tensor]:
+        return self.ema.weights(self.model) if self.ema else self.model.state_dict()
+
+    def model_meta(self) -> dict:
+        return {"config": to_dict(self.cfg), "info": self.data.info, "task": self.data.meta["task"],
+                "step": self.step, "preset": self.preset, "dataset": str(self.data.path)}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path | None:
+        opt_tensors, opt_rest = checkpoint.optimizer_state(self.opts)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update(opt_tensors)
+        # the carry is gathered in rank order, so a resume may use any number of processes
+        tensors.update({k: self.dist.gather_rows(v) for k, v in self.carry.to_dict().items()})
+        tensors["rng.explore"] = self.engine.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if not self.dist.main:
+            return None
+        state = {"step": self.step, "sampler": self.sampler.state_dict(), "optimizers": opt_rest,
+                 "world_size": self.dist.world}
+        path = checkpoint.save(self.run_dir, self.step, self.eval_weights(), self.model_meta(), tensors, state,
+                               self.cfg.train.keep_ckpts)
+        return path
+
+    def _load(self, ckpts: list[Path]) -> None:
+        if not ckpts:
+            raise RecurError(f"{self.run_dir} has no checkpoint to resume from")
+        tensors, state = checkpoint.read_train_state(ckpts[-1])
+        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise RecurError(f"checkpoint {ckpts[-1]} does not fit this model: {str(e).splitlines()[0]}") from None
+        if self.ema:
+            ema_weights, _ = checkpoint.read_model(ckpts[-1])
+            for k in self.ema.shadow:
+                self.ema.shadow[k].copy_(ema_weights[k])
+        checkpoint.load_optimizer_state(self.opts, tensors, state["optimizers"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.engine.gen.set_state(tensors["rng.explore"])
+        torch.set_rng_state(tensors["rng.torch"])
+        full = Carry.from_dict({k: v for k, v in tensors.items() if k.startswith("carry.")})
+        B = self.cfg.train.batch_size // self.dist.world
+        rows = slice(self.dist.rank * B, (self.dist.rank + 1) * B)
+        self.carry = Carry(state=tuple(s[rows].to(self.device, self.dtype) for s in full.state),
+                           **{k: getattr(full, k)[rows].to(self.device) for k in Carry.TENSORS})
+        self.step = int(state["step"])
+        self.say(f"resumed {self.run_dir} at step {self.step}")
+
+    # ------------------------------------------------------------------ loop
+
+    def evaluate(self, halt: str | None = None, limit: int | None = None) -> dict:
+        c = self.cfg
+        if self.ema:
+            self.eval_model.load_state_dict(self.eval_weights())
+        return evaluate(self.eval_model, self.test_split, c.recursion.n_sup, c.eval.batch_size or c.train.batch_size,
+                        self.device, halt or c.eval.halt, self.dist,
+                        c.eval.max_examples if limit is None else limit)
+
+    def fit(self) -> dict:
+        c, t = self.cfg, self.cfg.train
+        total, B = t.steps, t.batch_size
+        self.model.train()
+        bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (self.dist.main and t.progress))
+        say, self._say = self._say, (bar.write if not bar.disable else self._say)
+        sums = torch.zeros(9, dtype=torch.float64, device=self.device)
+        t_log, s_log, t_start = time.perf_counter(), self.step, time.perf_counter()
+        last_eval = last_ckpt = None
+        while self.step < total:
+            batch = None
+            if self.carry is None or self.engine.needs_batch(self.carry):
+                batch = self._to_device(self.sampler.next())
+            if self.carry is None:
+                self.carry = self.engine.empty_carry(self.model, batch)
+            self.carry, loss, m = self.engine.step(self.step_model, self.carry, batch)
+            (loss.total / B).backward()
+            self.dist.sync_grads(self.model)
+            lr = set_lr(self.opts, c.optim, self.step + 1, total)
+            for opt in self.opts:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if self.ema:
+                self.ema.update(self.model)
+            self.step += 1
+            bar.update(1)
+            with torch.no_grad():
+                sums += torch.stack([m["count"], m["accuracy"], m["exact_accuracy"], m["q_halt_accuracy"], m["steps"],
+                                     m["lm_loss"] / B, m["halt_loss"] / B, torch.ones((), device=self.device),
+                                     ((m["lm_loss"] + c.recursion.halt_weight * m["halt_loss"]) / B)])
+            if self.step % t.log_every == 0 or self.step == total:
+                self.dist.all_reduce(sums)
+                v = sums.tolist()
+                n, k = max(v[0], 1.0), v[7] / self.dist.world
+                now = time.perf_counter()
+                rec = {"kind": "train", "step": self.step, "lr": lr, "loss": v[8] / k, "lm_loss": v[5] / k,
+                       "halt_loss": v[6] / k, "accuracy": v[1] / n, "exact_accuracy": v[2] / n,
+                       "q_halt_accuracy": v[3] / n, "mean_steps": v[4] / n, "halted": int(v[0]),
+                       "steps_per_s": (self.step - s_log) / (now - t_log), "elapsed_s": now - t_start}
+                self.log.write(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}",
+                                exact=f"{rec['exact_accuracy']:.3f}", lr=f"{lr:.1e}", refresh=False)
+                sums.zero_()
+                t_log, s_log = now, self.step
+            if (t.eval_every and self.step % t.eval_every == 0) or self.step == total:
+                res = self.evaluate()
+                last_eval = {"kind": "eval", "step": self.step, **res}
+                self.log.write(last_eval)
+                self.say(f"step {self.step}: test exact {res['exact_accuracy']:.3f}, token {res['token_accuracy']:.3f}, "
+                         f"adaptive halting {res['exact_adaptive']:.3f} with {res['mean_steps_adaptive']:.1f} steps")
+            if (t.ckpt_every and self.step % t.ckpt_every == 0) or self.step == total:
+                last_ckpt = self.save()
+        bar.close()
+        self._say = say
+        summary = {"step": self.step, "train_seconds": time.perf_counter() - t_start,
+                   "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
+                   "net_calls_per_step": self.model.net_calls, "eval": last_eval,
+                   "checkpoint": str(last_ckpt) if last_ckpt else None}
+        if self.dist.main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            summary["plot"] = str(training_plot(self.run_dir) or "")
+        return summary
+
+
+def new_run_dir(cfg: RunConfig, preset: str) -> Path:
+    """<out_dir>/<run_name>, or <out_dir>/<preset>-<timestamp> when no name is given."""
+    if cfg.train.run_name:
+        return Path(cfg.train.out_dir) / cfg.train.run_name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.train.out_dir) / f"{Path(preset).stem or 'run'}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def with_run_name(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    return replace(cfg, train=replace(cfg.train, out_dir=str(run_dir.parent), run_name=run_dir.name))
