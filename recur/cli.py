@@ -139,7 +139,9 @@ def cmd_keys(a) -> None:
 def cmd_convert(a) -> None:
     from .interop import convert_trm_reference
 
-    out = convert_trm_reference(Path(a.src), Path(a.dst), a.overrides, seq_len=a.seq_len, task=a.task)
+    out, notes = convert_trm_reference(Path(a.src), Path(a.dst), a.overrides, seq_len=a.seq_len, task=a.task)
+    for note in notes:
+        print(f"note: {note}")
     print(f"wrote {out}")
 
 

@@ -57,9 +57,6 @@ def map_trm_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if unknown:
         raise RecurError(f"not a reference TRM state dict: unexpected keys {', '.join(unknown[:4])}"
                          f"{' ...' if len(unknown) > 4 else ''}")
-    for k in ("y_init", "z_init"):  # the reference keeps them in the forward dtype
-        if k in out:
-            out[k] = out[k].float()
     return out
 
 
@@ -72,8 +69,8 @@ def _read_state_dict(src: Path) -> dict[str, torch.Tensor]:
             sd = load_file(str(src))
         else:
             sd = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to parse the file is the user's bad input
-        raise RecurError(f"{src} is not a readable state dict: {str(e).splitlines()[0]}") from None
+    except Exception:  # noqa: BLE001 - whatever fails to parse is the user's bad input, not a bug
+        raise RecurError(f"{src} is not a torch.save or safetensors state dict (corrupt or truncated?)") from None
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise RecurError(f"{src} does not hold a state dict (a mapping of names to tensors)")
     return sd
@@ -89,13 +86,15 @@ def _arch_overrides(arch: dict, sd: dict[str, torch.Tensor]) -> dict[str, object
                          "which recur's TRM does not implement")
     emb = sd["inner.embed_tokens.embedding_weight"]
     D = int(arch.get("hidden_size", emb.shape[1]))
-    layers = 1 + max(int(m.group(1)) for k in sd if (m := _LAYER_RE.fullmatch(k[len("inner."):])))
+    layer_ids = {int(m.group(1)) for k in sd if (m := _LAYER_RE.fullmatch(k[len("inner."):]))}
+    if not layer_ids:
+        raise RecurError("not a reference TRM state dict: no inner.L_level.layers.* keys")
     mlp_t = any(".mlp_t." in k for k in sd)
     ndim = sd["inner.puzzle_emb.weights"].shape[1] if "inner.puzzle_emb.weights" in sd else 0
-    plen = int(arch.get("puzzle_emb_len", 16))
+    plen = int(arch.get("puzzle_emb_len", 16))  # the reference: 0 means ceil(puzzle_emb_ndim / hidden)
     prefix = 0 if ndim == 0 else (plen or math.ceil(ndim / D))
     pos = "learned" if "inner.embed_pos.embedding_weight" in sd else arch.get("pos_encodings", "rope")
-    out = {"model.hidden": D, "model.layers": layers, "model.mixer": "mlp_t" if mlp_t else "attention",
+    out = {"model.hidden": D, "model.layers": 1 + max(layer_ids), "model.mixer": "mlp_t" if mlp_t else "attention",
            "model.pos": pos, "model.prefix_len": prefix, "model.puzzle_emb_dim": ndim}
     table = {"num_heads": "model.heads", "expansion": "model.expansion", "H_cycles": "model.T", "L_cycles": "model.n",
              "rope_theta": "model.rope_theta", "rms_norm_eps": "model.norm_eps", "halt_max_steps": "recursion.n_sup",
@@ -121,14 +120,18 @@ def _seq_len(sd, cfg: RunConfig, given: int | None, all_config: dict, base: Path
 
 
 def convert_trm_reference(src: Path, dst: Path, overrides: list[str] = (), seq_len: int | None = None,
-                          task: str = "sudoku") -> Path:
-    """Write a recur checkpoint directory `dst` from a reference TRM state-dict file `src`."""
+                          task: str = "sudoku") -> tuple[Path, list[str]]:
+    """Write a recur checkpoint directory `dst` from a reference TRM state-dict file `src`.
+
+    Returns the model file and notes on settings that had to be assumed.
+    """
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise RecurError(f"{dst} already exists; refusing to overwrite it")
     sd = strip_prefixes(_read_state_dict(src))
-    if "inner.embed_tokens.embedding_weight" not in sd:
+    weights = map_trm_keys(sd)
+    if "embed" not in weights:
         raise RecurError(f"{src} is not a reference TRM state dict (no inner.embed_tokens.embedding_weight)")
-    all_config = {}
+    all_config, notes = {}, []
     yaml_path = src.parent / "all_config.yaml"
     if yaml_path.is_file():
         import yaml
@@ -137,28 +140,34 @@ def convert_trm_reference(src: Path, dst: Path, overrides: list[str] = (), seq_l
         except yaml.YAMLError as e:
             raise RecurError(f"{yaml_path} is not valid YAML: {str(e).splitlines()[0]}") from None
     settings = _arch_overrides(all_config.get("arch") or {}, sd)
+    if not all_config:
+        given = {o.split("=", 1)[0] for o in overrides}
+        if "pos_emb" in weights and seq_len and "model.prefix_len" not in given:
+            settings["model.prefix_len"] = weights["pos_emb"].shape[0] - seq_len  # positions cover prefix + puzzle
+        assumed = [k for k in ("model.heads", "model.T", "model.n", "model.pos", "model.prefix_len")
+                   if k not in given and not (k == "model.pos" and settings[k] == "learned")]
+        notes.append(f"no all_config.yaml beside {src}: assumed the reference defaults for "
+                     f"{', '.join(assumed)}; pass model.*=... if that run used others")
     cfg = load_config(None, [f"{k}={v}" for k, v in settings.items()] + list(overrides))
     L = _seq_len(sd, cfg, seq_len, all_config, src.parent)
-    weights = map_trm_keys(sd)
     info = {"vocab_size": int(weights["embed"].shape[0]), "seq_len": int(L),
             "num_puzzle_ids": int(weights["puzzle_emb"].shape[0]) if "puzzle_emb" in weights else 1}
-    if task == "sudoku":
-        size = math.isqrt(L)
-        if size * size != L or size not in (4, 6, 9) or info["vocab_size"] != size + 2:
-            raise RecurError(f"a Sudoku model needs seq_len 16/36/81 and vocab size+2; this one has seq_len {L}, "
-                             f"vocab {info['vocab_size']}")
-        info["size"] = size
-        cfg = replace(cfg, data=replace(cfg.data, sudoku=replace(cfg.data.sudoku, size=size)))
-    else:
+    if task != "sudoku":
         raise RecurError(f"unknown task '{task}' (known: sudoku)")
+    size = math.isqrt(L)
+    if size * size != L or size not in (4, 6, 9) or info["vocab_size"] != size + 2:
+        raise RecurError(f"a Sudoku model needs seq_len 16/36/81 and vocab size+2; this one has seq_len {L}, "
+                         f"vocab {info['vocab_size']}")
+    info["size"] = size
+    cfg = replace(cfg, data=replace(cfg.data, sudoku=replace(cfg.data.sudoku, size=size)))
     model = build_model(cfg.model, info)
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise RecurError(f"the reference weights do not fit the architecture {settings}: "
-                         f"{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}") from None
+        detail = [ln.strip() for ln in str(e).splitlines()[1:2]] or [str(e)]
+        raise RecurError(f"the reference weights do not fit the architecture {settings}: {detail[0]}") from None
     dst.mkdir(parents=True, exist_ok=True)
     out = dst / MODEL_FILE
-    save_model(out, model.state_dict(), {"config": to_dict(cfg), "info": info,
-                                        "task": task, "step": None, "converted_from": str(src)})
-    return out
+    save_model(out, model.state_dict(), {"config": to_dict(cfg), "info": info, "task": task, "step": None,
+                                        "converted_from": str(src)})
+    return out, notes

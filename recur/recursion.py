@@ -147,8 +147,8 @@ class DeepSupervision:
             u, m = self._explore(active.shape[0], active.device) if model.training else (None, None)
             done = active & halt_decision(steps, out.q_halt, cfg.n_sup, cfg.act, u, m, cfg.exploration)
             if cfg.schedule == "per_batch":  # finished rows keep their answer
-                keep = active.view(-1, 1, 1)
-                state = tuple(torch.where(keep, s, old) for s, old in zip(state, carry.state))
+                state = tuple(torch.where(active.view((-1,) + (1,) * (s.dim() - 1)), s, old)
+                              for s, old in zip(state, carry.state))
             has_labels = (carry.labels != 0).any(-1)
             counted = done & has_labels
             w = counted.to(torch.float32)

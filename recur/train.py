@@ -90,6 +90,8 @@ class Trainer:
         self.engine = DeepSupervision(cfg.recursion, t.batch_size, self.dist.rank, cfg.seed)
         self.sampler = TrainSampler(self.train_split, t.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         self.step, self.carry = 0, None
+        # per-log-window metric sums; saved in checkpoints so a resumed run logs the same records
+        self.sums = torch.zeros(9, dtype=torch.float64, device=self.device)
         self.eval_model = copy.deepcopy(self.model) if self.ema else self.model
         compile_on = t.compile == "on" or (t.compile == "auto" and self.device.type == "cuda")
         self.step_model = torch.compile(self.model) if compile_on else self.model
@@ -144,6 +146,7 @@ class Trainer:
         tensors.update(opt_tensors)
         # the carry is gathered in rank order, so a resume may use any number of processes
         tensors.update({k: self.dist.gather_rows(v) for k, v in self.carry.to_dict().items()})
+        tensors["metrics.window"] = self.dist.all_reduce(self.sums.clone())
         tensors["rng.explore"] = self.engine.gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         if not self.dist.main:
@@ -176,6 +179,8 @@ class Trainer:
         rows = slice(self.dist.rank * B, (self.dist.rank + 1) * B)
         self.carry = Carry(state=tuple(s[rows].to(self.device, self.dtype) for s in full.state),
                            **{k: getattr(full, k)[rows].to(self.device) for k in Carry.TENSORS})
+        if self.dist.main:  # the window's sums of all ranks, counted once
+            self.sums.copy_(tensors["metrics.window"])
         self.step = int(state["step"])
         self.say(f"resumed {self.run_dir} at step {self.step}")
 
@@ -196,7 +201,7 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.dist.main and t.progress))
         say, self._say = self._say, (bar.write if not bar.disable else self._say)
-        sums = torch.zeros(9, dtype=torch.float64, device=self.device)
+        sums = self.sums
         t_log, s_log, t_start = time.perf_counter(), self.step, time.perf_counter()
         last_eval = last_ckpt = None
         while self.step < total:

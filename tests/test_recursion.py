@@ -1,0 +1,148 @@
+"""The engine with a mock model whose halting logit is scripted per row."""
+
+import torch
+from torch import nn
+
+from recur.config import RecursionConfig
+from recur.recursion import Carry, DeepSupervision, StepOutput, halt_decision, infer, unroll
+
+
+class Mock(nn.Module):
+    """State h [B, 1]: counts the steps a row has taken. A row wants to halt once h >= its input[:, 0]."""
+
+    net_calls = 1
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(4))
+        self.rows_seen = []
+
+    def init_state(self, B):
+        return (torch.zeros(B, 1),)
+
+    def reset_state(self, state, mask):
+        return (torch.where(mask.view(-1, 1), 0.0, state[0]),)
+
+    def forward(self, state, inputs, puzzle_ids):
+        self.rows_seen.append(len(inputs))
+        h = state[0] + 1
+        logits = self.w.expand(len(inputs), inputs.shape[1], 4) + 0  # [B, L, 4]
+        q = (h[:, 0] - inputs[:, 0].float() + 0.5) * 10  # > 0 once h >= target
+        return (h.detach(),), StepOutput(logits=logits, q_halt=q, q_continue=-q)
+
+
+def batch(targets, B=None):
+    t = torch.as_tensor(targets)
+    return {"inputs": torch.stack([t, t], 1), "labels": torch.full((len(t), 2), 2), "puzzle_ids": torch.zeros(len(t), dtype=torch.long)}
+
+
+def test_unroll_splits_no_grad_and_grad():
+    seen = []
+    f = lambda s: (seen.append(torch.is_grad_enabled()), s + 1)[1]  # noqa: E731
+    assert unroll([f] * 7, 0, 3) == 7
+    assert seen == [False] * 4 + [True] * 3
+
+
+def test_halt_decision_rules():
+    steps = torch.tensor([1, 3, 16, 2, 5])
+    q = torch.tensor([-1.0, 1.0, -1.0, 1.0, 1.0])
+    assert halt_decision(steps, q, 16, act=True).tolist() == [False, True, True, True, True]
+    assert halt_decision(steps, q, 16, act=False).tolist() == [False, False, True, False, False]
+    u = torch.tensor([0.0, 0.0, 0.0, 0.9, 0.05])  # rows 0,1,2,4 explore (u < 0.1)
+    m = torch.tensor([4, 4, 4, 9, 5], dtype=torch.int32)
+    got = halt_decision(steps, q, 16, True, u, m, 0.1)
+    # row 1 wants to halt at 3 but must reach 4; row 2 is at N_sup (16 >= 4); row 4 reached its minimum 5
+    assert got.tolist() == [False, False, True, True, True]
+    assert halt_decision(torch.tensor([1]), torch.tensor([5.0]), 1, True).tolist() == [True]
+
+
+def test_streaming_refills_exactly_the_halted_rows():
+    cfg = RecursionConfig(n_sup=4, exploration=0.0)
+    eng = DeepSupervision(cfg, global_batch=3, rank=0, seed=0)
+    model = Mock()
+    carry = eng.empty_carry(model, batch([1, 1, 1]))
+    history = []
+    for step in range(6):
+        b = batch([1, 2, 9]) if step == 0 else batch([1, 1, 1])
+        assert eng.needs_batch(carry)
+        carry, loss, m = eng.step(model, carry, b)
+        history.append((carry.steps.tolist(), carry.halted.tolist(), carry.inputs[:, 0].tolist()))
+    # row 0 (target 1) halts every step; row 1 halts after 2 steps; row 2 (target 9) hits N_sup=4
+    assert history[0] == ([1, 1, 1], [True, False, False], [1, 2, 9])
+    assert history[1] == ([1, 2, 2], [True, True, False], [1, 2, 9])
+    assert history[2] == ([1, 1, 3], [True, True, False], [1, 1, 9])  # row 1 refilled with a target-1 example
+    assert history[3] == ([1, 1, 4], [True, True, True], [1, 1, 9])  # row 2 stops at N_sup
+    assert history[4] == ([1, 1, 1], [True, True, True], [1, 1, 1])  # and is refilled too
+
+
+def test_per_batch_schedule_waits_for_all_rows_and_freezes_halted_ones():
+    cfg = RecursionConfig(n_sup=5, exploration=0.0, schedule="per_batch")
+    eng = DeepSupervision(cfg, global_batch=2, rank=0, seed=0)
+    model = Mock()
+    carry = eng.empty_carry(model, batch([1, 3]))
+    assert eng.needs_batch(carry)
+    carry, loss, m = eng.step(model, carry, batch([1, 3]))
+    assert carry.halted.tolist() == [True, False] and m["count"].item() == 1
+    assert not eng.needs_batch(carry)
+    carry, loss, _ = eng.step(model, carry, None)
+    assert carry.state[0][:, 0].tolist() == [1.0, 2.0]  # halted row 0 keeps its state
+    assert carry.steps.tolist() == [1, 2]
+    carry, loss, m = eng.step(model, carry, None)
+    assert carry.halted.tolist() == [True, True] and m["steps"].item() == 3
+    assert eng.needs_batch(carry)
+
+
+def test_per_batch_loss_excludes_halted_rows():
+    cfg = RecursionConfig(n_sup=5, exploration=0.0, schedule="per_batch", act=False)
+    eng = DeepSupervision(cfg, 2, 0, 0)
+    model = Mock()
+    carry = eng.empty_carry(model, batch([1, 1]))
+    carry, loss_both, _ = eng.step(model, carry, batch([1, 1]))
+    carry.halted[0] = True
+    carry, loss_one, _ = eng.step(model, carry, None)
+    torch.testing.assert_close(loss_one.total * 2, loss_both.total)
+
+
+def test_exploration_draws_are_sliced_by_rank():
+    cfg = RecursionConfig(n_sup=16, exploration=0.5)
+    one = DeepSupervision(cfg, 8, 0, seed=3)
+    r0, r1 = DeepSupervision(cfg, 8, 0, seed=3), DeepSupervision(cfg, 8, 1, seed=3)
+    for _ in range(3):
+        u, m = one._explore(8, "cpu")
+        u0, m0 = r0._explore(4, "cpu")
+        u1, m1 = r1._explore(4, "cpu")
+        assert torch.equal(u, torch.cat([u0, u1])) and torch.equal(m, torch.cat([m0, m1]))
+    assert m.min() >= 2 and m.max() <= 16
+
+
+def test_exploration_holds_rows_back_at_the_expected_rate():
+    cfg = RecursionConfig(n_sup=16, exploration=0.1)
+    eng = DeepSupervision(cfg, 4000, 0, seed=0)
+    model = Mock()
+    b = batch([1] * 4000)  # every row wants to halt after its first step
+    carry = eng.empty_carry(model, b)
+    carry, _, _ = eng.step(model, carry, b)
+    held = (~carry.halted).float().mean().item()
+    # P(explore) * P(min steps > 1) = 0.1 * 1 (minimum is drawn from 2..16)
+    assert 0.08 < held < 0.12
+
+
+def test_infer_runs_all_steps_or_halts_adaptively():
+    model = Mock()
+    b = batch([1, 3, 20])
+    full = infer(model, b["inputs"], b["puzzle_ids"], n_sup=5, halt="none")
+    assert full.steps.tolist() == [5, 5, 5] and model.rows_seen == [3] * 5
+    assert full.per_step.shape == (5, 3, 2) and full.q_halt.shape == (5, 3)
+    model.rows_seen.clear()
+    ada = infer(model, b["inputs"], b["puzzle_ids"], n_sup=5, halt="adaptive")
+    assert ada.steps.tolist() == [1, 3, 5]  # never beyond N_sup
+    assert model.rows_seen == [3, 2, 2, 1, 1]  # halted rows are not computed again
+    # a halted row's answer and halting logit stay frozen
+    assert torch.equal(ada.q_halt[1:, 0], ada.q_halt[0, 0].expand(4))
+
+
+def test_carry_round_trips_through_a_dict():
+    c = Carry(state=(torch.randn(2, 3), torch.randn(2, 3)), inputs=torch.ones(2, 4), labels=torch.zeros(2, 4),
+              puzzle_ids=torch.zeros(2), steps=torch.tensor([1, 2]), halted=torch.tensor([True, False]))
+    d = Carry.from_dict(c.to_dict())
+    assert all(torch.equal(a, b) for a, b in zip(d.state, c.state)) and torch.equal(d.steps, c.steps)

@@ -1,0 +1,107 @@
+"""Training runs end to end on the micro preset: determinism, exact resume, data parallelism."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recur.checkpoint import list_checkpoints, read_model
+from recur.config import load_config
+from recur.errors import RecurError
+from recur.recursion import DeepSupervision
+from recur.runlog import read_metrics
+from recur.train import Trainer, resumed_config
+
+
+def micro(tmp_path, *extra):
+    return load_config("micro", [f"data.dir={tmp_path / 'data'}", "eval.show=0", *extra])
+
+
+def train_records(run):
+    return [r for r in read_metrics(run) if r["kind"] == "train"]
+
+
+def final_weights(run):
+    return read_model(run)[0]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """An uninterrupted 12-step run (checkpoints at 6 and 12)."""
+    tmp = tmp_path_factory.mktemp("base")
+    run = tmp / "run"
+    Trainer(micro(tmp), run, say=lambda m: None).fit()
+    return tmp, run
+
+
+def test_same_seed_same_run(baseline, tmp_path):
+    tmp, run = baseline
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    again = tmp_path / "run"
+    Trainer(micro(tmp_path), again, say=lambda m: None).fit()
+    assert train_records(again) == [dict(r, steps_per_s=r2["steps_per_s"], elapsed_s=r2["elapsed_s"])
+                                    for r, r2 in zip(train_records(run), train_records(again))]
+    a, b = final_weights(run), final_weights(again)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_run_resumes_exactly(baseline, tmp_path, monkeypatch):
+    tmp, run = baseline
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    crashed = tmp_path / "run"
+    real_step, calls = DeepSupervision.step, []
+
+    def dying_step(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 9:  # after the step-6 checkpoint and the step-8 log record
+            raise RuntimeError("killed")
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(DeepSupervision, "step", dying_step)
+    with pytest.raises(RuntimeError, match="killed"):
+        Trainer(micro(tmp_path), crashed, say=lambda m: None).fit()
+    monkeypatch.setattr(DeepSupervision, "step", real_step)
+    assert [p.name for p in list_checkpoints(crashed)] == ["step_0000006"]
+
+    resumed = Trainer(resumed_config(crashed, None), crashed, resume=True, say=lambda m: None)
+    assert resumed.step == 6
+    resumed.fit()
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("steps_per_s", "elapsed_s")} for r in rs]  # noqa: E731
+    assert strip(train_records(crashed)) == strip(train_records(run))  # same losses after the resume, none twice
+    a, b = final_weights(run), final_weights(crashed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_changed_math_and_existing_dirs(baseline, tmp_path):
+    tmp, run = baseline
+    with pytest.raises(RecurError, match="cannot change model.hidden"):
+        resumed_config(run, micro(tmp, "model.hidden=64"))
+    assert resumed_config(run, micro(tmp, "train.steps=20")).train.steps == 20
+    before = (run / "config.json").read_text()
+    with pytest.raises(RecurError, match="already exists"):
+        Trainer(micro(tmp), run, say=lambda m: None)
+    assert (run / "config.json").read_text() == before
+
+
+def test_two_processes_match_one(baseline, tmp_path):
+    """torchrun with 2 gloo processes x batch 8 each == 1 process x batch 16."""
+    tmp, run = baseline
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "recur.cli",
+           "train", "micro", f"data.dir={tmp_path / 'data'}", "eval.show=0", f"train.out_dir={tmp_path}",
+           "train.run_name=ddp"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ddp = tmp_path / "ddp"
+    assert json.loads((ddp / "config.json").read_text())["world_size"] == 2
+    for r1, r2 in zip(train_records(run), train_records(ddp), strict=True):
+        assert r1["step"] == r2["step"] and r1["halted"] == r2["halted"]
+        assert abs(r1["loss"] - r2["loss"]) < 1e-5 and abs(r1["exact_accuracy"] - r2["exact_accuracy"]) < 1e-9
+    a, b = final_weights(run), final_weights(ddp)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
