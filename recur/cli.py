@@ -24,8 +24,6 @@ from .errors import RecurError
 
 
 def cmd_train(a) -> None:
-    from .api import Recur
-    from .evaluate import show
     from .train import Trainer, new_run_dir, resumed_config
 
     if a.resume:
@@ -38,11 +36,24 @@ def cmd_train(a) -> None:
         cfg = load_config(preset, a.overrides)
         run_dir = new_run_dir(cfg, preset)
     trainer = Trainer(cfg, run_dir, resume=bool(a.resume), preset=preset)
-    trainer.say(f"run {run_dir}: {cfg.model.arch} on {cfg.data.task}, {sum(p.numel() for p in trainer.model.parameters()):,} "
-                f"params, device {trainer.device}, {trainer.dist.world} process(es)")
-    summary = trainer.fit()
-    if not trainer.dist.main:
-        return
+    try:
+        trainer.say(f"run {run_dir}: {cfg.model.arch} on {cfg.data.task}, "
+                    f"{sum(p.numel() for p in trainer.model.parameters()):,} params, device {trainer.device}, "
+                    f"{trainer.dist.world} process(es)")
+        summary = trainer.fit()
+        if trainer.dist.main:
+            _report(trainer, cfg, summary)
+    except BaseException:
+        trainer.dist.close(wait=False)
+        raise
+    trainer.dist.close()
+
+
+def _report(trainer, cfg, summary) -> None:
+    """The end of a training run: held-out accuracy, a few unseen puzzles answered, where things are."""
+    from .api import Recur
+    from .evaluate import show
+
     ev = summary["eval"]
     if ev:
         print(f"\nheld-out exact accuracy {ev['exact_accuracy']:.3f} on {ev['examples']} puzzles "

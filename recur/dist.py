@@ -59,6 +59,14 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    def close(self, wait: bool = True) -> None:
+        """Leave the process group (exiting without this can abort the process). `wait` for the other
+        ranks first on a normal exit; not after an error, when they may never arrive."""
+        if self.world > 1 and tdist.is_initialized():
+            if wait:
+                tdist.barrier()
+            tdist.destroy_process_group()
+
     def barrier(self) -> None:
         if self.world > 1:
             tdist.barrier()

@@ -90,6 +90,7 @@ class Trainer:
         self.engine = DeepSupervision(cfg.recursion, t.batch_size, self.dist.rank, cfg.seed)
         self.sampler = TrainSampler(self.train_split, t.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         self.step, self.carry = 0, None
+        self.train_s_before = self.train_s = 0.0  # seconds spent in training steps (eval/checkpoints excluded)
         # per-log-window metric sums; saved in checkpoints so a resumed run logs the same records
         self.sums = torch.zeros(9, dtype=torch.float64, device=self.device)
         self.eval_model = copy.deepcopy(self.model) if self.ema else self.model
@@ -151,8 +152,8 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if not self.dist.main:
             return None
-        state = {"step": self.step, "sampler": self.sampler.state_dict(), "optimizers": opt_rest,
-                 "world_size": self.dist.world}
+        state = {"step": self.step, "train_s": self.train_s, "sampler": self.sampler.state_dict(),
+                 "optimizers": opt_rest, "world_size": self.dist.world}
         path = checkpoint.save(self.run_dir, self.step, self.eval_weights(), self.model_meta(), tensors, state,
                                self.cfg.train.keep_ckpts)
         return path
@@ -182,6 +183,7 @@ class Trainer:
         if self.dist.main:  # the window's sums of all ranks, counted once
             self.sums.copy_(tensors["metrics.window"])
         self.step = int(state["step"])
+        self.train_s_before = self.train_s = float(state["train_s"])
         self.say(f"resumed {self.run_dir} at step {self.step}")
 
     # ------------------------------------------------------------------ loop
@@ -204,6 +206,8 @@ class Trainer:
         sums = self.sums
         t_log, s_log, t_start = time.perf_counter(), self.step, time.perf_counter()
         last_eval = last_ckpt = None
+        side_s = 0.0  # time spent evaluating and checkpointing, excluded from train_s
+        train_s = lambda: self.train_s_before + time.perf_counter() - t_start - side_s  # noqa: E731
         while self.step < total:
             batch = None
             if self.carry is None or self.engine.needs_batch(self.carry):
@@ -239,17 +243,26 @@ class Trainer:
                                 exact=f"{rec['exact_accuracy']:.3f}", lr=f"{lr:.1e}", refresh=False)
                 sums.zero_()
                 t_log, s_log = now, self.step
-            if (t.eval_every and self.step % t.eval_every == 0) or self.step == total:
+            eval_due = (t.eval_every and self.step % t.eval_every == 0) or self.step == total
+            ckpt_due = (t.ckpt_every and self.step % t.ckpt_every == 0) or self.step == total
+            if eval_due or ckpt_due:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()  # so that train_s counts the queued work
+                t0 = time.perf_counter()
+                self.train_s = train_s()
+            if eval_due:
                 res = self.evaluate()
-                last_eval = {"kind": "eval", "step": self.step, **res}
+                last_eval = {"kind": "eval", "step": self.step, "train_s": self.train_s, **res}
                 self.log.write(last_eval)
                 self.say(f"step {self.step}: test exact {res['exact_accuracy']:.3f}, token {res['token_accuracy']:.3f}, "
                          f"adaptive halting {res['exact_adaptive']:.3f} with {res['mean_steps_adaptive']:.1f} steps")
-            if (t.ckpt_every and self.step % t.ckpt_every == 0) or self.step == total:
+            if ckpt_due:
                 last_ckpt = self.save()
+            if eval_due or ckpt_due:
+                side_s += time.perf_counter() - t0
         bar.close()
         self._say = say
-        summary = {"step": self.step, "train_seconds": time.perf_counter() - t_start,
+        summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
                    "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
                    "net_calls_per_step": self.model.net_calls, "eval": last_eval,
                    "checkpoint": str(last_ckpt) if last_ckpt else None}

@@ -1,0 +1,148 @@
+"""Training step time and inference throughput of recur's TRM at the reference shapes.
+
+A training step is what the Trainer does per optimizer step: one supervision step of the
+streaming schedule (T*(n+1) net calls, the last n+1 with gradients), the loss, backward,
+AdamATan2, EMA, and the step's metrics copied to the host (as the reference does every step).
+Inference runs a fresh batch through all 16 supervision steps (the reference protocol).
+Tokens are random: the cost does not depend on their values.
+
+    python bench/step_time.py                       # the three reference workloads (GPU)
+    python bench/step_time.py --batch 16 --steps 5  # a quick CPU run at a smaller batch
+
+Workloads (anchors.md): sudoku_mlp (TRM-MLP, B=768), sudoku_att (TRM-Att, RoPE, B=768), both seq
+81 + 16 prefix, n=6; maze_att (seq 900 + 16, n=4, B=192). All D=512, 8 heads, 2 layers, T=3, N_sup=16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from recur.config import load_config
+from recur.dist import pick_device, pick_dtype
+from recur.models import build_model
+from recur.optim import EMA, build_optimizers, set_lr
+from recur.recursion import DeepSupervision, infer
+
+WORKLOADS = {  # name: (overrides, vocab, seq_len, batch)
+    "sudoku_mlp": (["model.mixer=mlp_t", "model.pos=none"], 11, 81, 768),
+    "sudoku_att": ([], 11, 81, 768),
+    "maze_att": (["model.n=4"], 6, 900, 192),
+}
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peak, for MFU
+
+
+def matmul_flops(model, B: int) -> float:
+    """Matmul FLOPs of one training step: forward of T*(n+1) net calls, backward (2x) of the last n+1, heads."""
+    cfg = model.cfg
+    S, D = model.length, cfg.hidden
+    per_call = 0.0
+    for block in model.net.layers:
+        per_call += 2 * B * S * sum(p.numel() for p in block.mlp.parameters())
+        if block.attn is not None:
+            per_call += 2 * B * S * sum(p.numel() for p in block.attn.parameters()) + 4 * B * S * S * D
+        else:  # token mixing: the SwiGLU runs over the sequence axis for each of the B*D columns
+            per_call += 2 * B * D * sum(p.numel() for p in block.mix.parameters())
+    calls_fwd, calls_bwd = cfg.T * (cfg.n + 1), cfg.n + 1
+    heads = 2 * B * S * model.head.weight.numel() * 3
+    return per_call * (calls_fwd + 2 * calls_bwd) + heads
+
+
+def bench(name: str, args) -> dict:
+    overrides, vocab, seq_len, batch = WORKLOADS[name]
+    B = args.batch or batch
+    cfg = load_config(None, overrides + [f"train.batch_size={B}"])
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.precision, device)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, {"vocab_size": vocab, "seq_len": seq_len, "num_puzzle_ids": 1}, dtype).to(device)
+    opts = build_optimizers(model, cfg.optim)
+    ema = EMA(model, cfg.optim.ema_rate)
+    engine = DeepSupervision(cfg.recursion, B, 0, seed=0)
+    compiled = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
+    step_model = torch.compile(model) if compiled else model
+    g = torch.Generator().manual_seed(0)
+    batches = [{"inputs": torch.randint(1, vocab, (B, seq_len), generator=g, dtype=torch.int32).to(device),
+                "labels": torch.randint(2, vocab, (B, seq_len), generator=g, dtype=torch.int32).to(device),
+                "puzzle_ids": torch.zeros(B, dtype=torch.int32, device=device)} for _ in range(4)]
+    carry = engine.empty_carry(model, batches[0])
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def train_step(i):
+        nonlocal carry
+        carry, loss, m = engine.step(step_model, carry, batches[i % 4])
+        (loss.total / B).backward()
+        set_lr(opts, cfg.optim, i + 1, 10**6)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        ema.update(model)
+        return torch.stack([m[k] for k in sorted(m)]).cpu()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    model.train()
+    t = time.perf_counter()
+    for i in range(args.warmup):
+        train_step(i)
+    sync()
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(args.steps):
+        train_step(i)
+    sync()
+    dt = (time.perf_counter() - t) / args.steps
+
+    model.eval()
+    with torch.inference_mode():
+        infer(step_model, batches[0]["inputs"], batches[0]["puzzle_ids"], cfg.recursion.n_sup)  # warm-up / compile
+        sync()
+        t = time.perf_counter()
+        for r in range(args.infer_reps):
+            infer(step_model, batches[1 + r % 3]["inputs"], batches[1 + r % 3]["puzzle_ids"], cfg.recursion.n_sup)
+        sync()
+        inf = (time.perf_counter() - t) / args.infer_reps
+    flops = matmul_flops(model, B)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = next((v for k, v in PEAK_BF16.items() if k in card), None)
+    return {"workload": name, "device": card, "dtype": str(dtype).removeprefix("torch."), "compiled": compiled,
+            "batch": B, "seq": seq_len + model.prefix_len, "n": cfg.model.n,
+            "params": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("puzzle_emb")),
+            "warmup_s": round(warm, 1), "train_ms_per_step": round(dt * 1e3, 2),
+            "train_example_steps_per_s": round(B / dt), "tflop_per_step": round(flops / 1e12, 3),
+            "mfu": round(flops / dt / peak, 3) if peak and dtype == torch.bfloat16 else None,
+            "infer_ms_per_batch_16_steps": round(inf * 1e3, 1), "infer_puzzles_per_s": round(B / inf, 1),
+            "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: " + ", ".join(WORKLOADS))
+    p.add_argument("--batch", type=int, default=0, help="override every workload's batch (0 = the reference's)")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation happens here)")
+    p.add_argument("--infer-reps", type=int, default=3)
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="also write the results as JSON here")
+    args = p.parse_args()
+    rows = []
+    for name in args.workloads.split(","):
+        rows.append(bench(name, args))
+        print(json.dumps(rows[-1]), flush=True)
+    cols = ["workload", "batch", "train_ms_per_step", "train_example_steps_per_s", "mfu", "infer_puzzles_per_s",
+            "peak_mem_gb", "warmup_s"]
+    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
