@@ -69,7 +69,7 @@ def write(out: Path, splits: dict, info: dict, setting: dict) -> None:
                 "splits": {}}
         for name, arrays in splits.items():
             (tmp / name).mkdir()
-            for key in ARRAYS:
+            for key in arrays:  # ARRAYS, plus any extras the task keeps (Sudoku: per-example ratings)
                 np.save(tmp / name / f"{key}.npy", arrays[key])
             meta["splits"][name] = {"examples": int(len(arrays["inputs"])), "puzzles": int(len(arrays["puzzle_ids"])),
                                     "groups": int(len(arrays["group_index"]) - 1)}

@@ -10,7 +10,6 @@ import copy
 import json
 import platform
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,10 @@ from .optim import EMA, build_optimizers, set_lr
 from .plots import training_plot
 from .recursion import Carry, DeepSupervision
 from .runlog import RunLog
+
+# the per-log-window sums the trainer keeps (rows counted are those that halted in the window)
+WINDOW = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "halt_loss", "loss",
+          "steps_in_window")
 
 # settings that may change when a run is resumed (they do not change its math)
 RESUMABLE = {"train.steps", "train.log_every", "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
@@ -77,7 +80,8 @@ class Trainer:
         # data: rank 0 builds it (once, cached on disk), the others wait and then find it there
         if self.dist.main:
             t0 = time.perf_counter()
-            self.say(f"dataset {prepare(cfg.data)} ready ({time.perf_counter() - t0:.1f}s)")
+            path = prepare(cfg.data)
+            self.say(f"dataset {path} ready ({time.perf_counter() - t0:.1f}s)")
         self.dist.barrier()
         self.data = Dataset(prepare(cfg.data))
         self.train_split, self.test_split = self.data.splits["train"], self.data.splits["test"]
@@ -92,7 +96,7 @@ class Trainer:
         self.step, self.carry = 0, None
         self.train_s_before = self.train_s = 0.0  # seconds spent in training steps (eval/checkpoints excluded)
         # per-log-window metric sums; saved in checkpoints so a resumed run logs the same records
-        self.sums = torch.zeros(9, dtype=torch.float64, device=self.device)
+        self.sums = torch.zeros(len(WINDOW), dtype=torch.float64, device=self.device)
         self.eval_model = copy.deepcopy(self.model) if self.ema else self.model
         compile_on = t.compile == "on" or (t.compile == "auto" and self.device.type == "cuda")
         self.step_model = torch.compile(self.model) if compile_on else self.model
@@ -196,60 +200,69 @@ class Trainer:
                         self.device, halt or c.eval.halt, self.dist,
                         c.eval.max_examples if limit is None else limit)
 
+    def _train_step(self, total: int) -> tuple[dict, float]:
+        """One optimizer step: (refill,) supervision step, backward, gradient sync, optimizers, EMA."""
+        B = self.cfg.train.batch_size
+        batch = None
+        if self.carry is None or self.engine.needs_batch(self.carry):
+            batch = self._to_device(self.sampler.next())
+        if self.carry is None:
+            self.carry = self.engine.empty_carry(self.model, batch)
+        self.carry, loss, m = self.engine.step(self.step_model, self.carry, batch)
+        (loss.total / B).backward()
+        self.dist.sync_grads(self.model)
+        lr = set_lr(self.opts, self.cfg.optim, self.step + 1, total)
+        for opt in self.opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if self.ema:
+            self.ema.update(self.model)
+        self.step += 1
+        return m, lr
+
+    def _log_window(self, lr: float, seconds: float, steps: int, elapsed: float) -> dict:
+        """Reduce the window's sums over ranks into one metrics.jsonl record, then clear them."""
+        v = dict(zip(WINDOW, self.dist.all_reduce(self.sums).tolist()))
+        n, k = max(v["count"], 1.0), v["steps_in_window"] / self.dist.world
+        self.sums.zero_()
+        return {"kind": "train", "step": self.step, "lr": lr, "loss": v["loss"] / k, "lm_loss": v["lm_loss"] / k,
+                "halt_loss": v["halt_loss"] / k, "accuracy": v["accuracy"] / n, "exact_accuracy": v["exact_accuracy"] / n,
+                "q_halt_accuracy": v["q_halt_accuracy"] / n, "mean_steps": v["steps"] / n, "halted": int(v["count"]),
+                "steps_per_s": steps / seconds, "elapsed_s": elapsed}
+
     def fit(self) -> dict:
+        """Train to `train.steps`, evaluating, logging and checkpointing on the configured cadence."""
         c, t = self.cfg, self.cfg.train
-        total, B = t.steps, t.batch_size
+        total, B, w = t.steps, t.batch_size, c.recursion.halt_weight
         self.model.train()
         bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.dist.main and t.progress))
         say, self._say = self._say, (bar.write if not bar.disable else self._say)
-        sums = self.sums
-        t_log, s_log, t_start = time.perf_counter(), self.step, time.perf_counter()
+        t_start = t_log = time.perf_counter()
+        s_log, side_s = self.step, 0.0  # side_s: evaluation and checkpoint time, excluded from train_s
         last_eval = last_ckpt = None
-        side_s = 0.0  # time spent evaluating and checkpointing, excluded from train_s
-        train_s = lambda: self.train_s_before + time.perf_counter() - t_start - side_s  # noqa: E731
         while self.step < total:
-            batch = None
-            if self.carry is None or self.engine.needs_batch(self.carry):
-                batch = self._to_device(self.sampler.next())
-            if self.carry is None:
-                self.carry = self.engine.empty_carry(self.model, batch)
-            self.carry, loss, m = self.engine.step(self.step_model, self.carry, batch)
-            (loss.total / B).backward()
-            self.dist.sync_grads(self.model)
-            lr = set_lr(self.opts, c.optim, self.step + 1, total)
-            for opt in self.opts:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            if self.ema:
-                self.ema.update(self.model)
-            self.step += 1
+            m, lr = self._train_step(total)
             bar.update(1)
             with torch.no_grad():
-                sums += torch.stack([m["count"], m["accuracy"], m["exact_accuracy"], m["q_halt_accuracy"], m["steps"],
-                                     m["lm_loss"] / B, m["halt_loss"] / B, torch.ones((), device=self.device),
-                                     ((m["lm_loss"] + c.recursion.halt_weight * m["halt_loss"]) / B)])
+                self.sums += torch.stack([m["count"], m["accuracy"], m["exact_accuracy"], m["q_halt_accuracy"],
+                                          m["steps"], m["lm_loss"] / B, m["halt_loss"] / B,
+                                          (m["lm_loss"] + w * m["halt_loss"]) / B, torch.ones((), device=self.device)])
             if self.step % t.log_every == 0 or self.step == total:
-                self.dist.all_reduce(sums)
-                v = sums.tolist()
-                n, k = max(v[0], 1.0), v[7] / self.dist.world
                 now = time.perf_counter()
-                rec = {"kind": "train", "step": self.step, "lr": lr, "loss": v[8] / k, "lm_loss": v[5] / k,
-                       "halt_loss": v[6] / k, "accuracy": v[1] / n, "exact_accuracy": v[2] / n,
-                       "q_halt_accuracy": v[3] / n, "mean_steps": v[4] / n, "halted": int(v[0]),
-                       "steps_per_s": (self.step - s_log) / (now - t_log), "elapsed_s": now - t_start}
+                rec = self._log_window(lr, now - t_log, self.step - s_log, now - t_start)
                 self.log.write(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}",
                                 exact=f"{rec['exact_accuracy']:.3f}", lr=f"{lr:.1e}", refresh=False)
-                sums.zero_()
                 t_log, s_log = now, self.step
             eval_due = (t.eval_every and self.step % t.eval_every == 0) or self.step == total
             ckpt_due = (t.ckpt_every and self.step % t.ckpt_every == 0) or self.step == total
-            if eval_due or ckpt_due:
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()  # so that train_s counts the queued work
-                t0 = time.perf_counter()
-                self.train_s = train_s()
+            if not (eval_due or ckpt_due):
+                continue
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()  # so that train_s counts the queued work
+            t0 = time.perf_counter()
+            self.train_s = self.train_s_before + t0 - t_start - side_s
             if eval_due:
                 res = self.evaluate()
                 last_eval = {"kind": "eval", "step": self.step, "train_s": self.train_s, **res}
@@ -258,8 +271,7 @@ class Trainer:
                          f"adaptive halting {res['exact_adaptive']:.3f} with {res['mean_steps_adaptive']:.1f} steps")
             if ckpt_due:
                 last_ckpt = self.save()
-            if eval_due or ckpt_due:
-                side_s += time.perf_counter() - t0
+            side_s += time.perf_counter() - t0
         bar.close()
         self._say = say
         summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
@@ -283,7 +295,3 @@ def new_run_dir(cfg: RunConfig, preset: str) -> Path:
         i += 1
         path = base.with_name(f"{base.name}-{i}")
     return path
-
-
-def with_run_name(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    return replace(cfg, train=replace(cfg.train, out_dir=str(run_dir.parent), run_name=run_dir.name))
