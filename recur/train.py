@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import platform
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -230,18 +232,57 @@ class Trainer:
                 "q_halt_accuracy": v["q_halt_accuracy"] / n, "mean_steps": v["steps"] / n, "halted": int(v["count"]),
                 "steps_per_s": steps / seconds, "elapsed_s": elapsed}
 
+    def _catch_interrupt(self) -> list | None:
+        """Turn the first Ctrl-C into a flag checked between steps (a second one stops at once).
+
+        Only for a single process in the main thread; returns the flag list, or None when not installed.
+        """
+        if self.dist.world > 1 or threading.current_thread() is not threading.main_thread():
+            return None
+        flag: list = []
+
+        def handler(sig, frame):
+            flag.append(sig)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, handler)
+        return flag
+
     def fit(self) -> dict:
         """Train to `train.steps`, evaluating, logging and checkpointing on the configured cadence."""
-        c, t = self.cfg, self.cfg.train
-        total, B, w = t.steps, t.batch_size, c.recursion.halt_weight
+        t = self.cfg.train
         self.model.train()
-        bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
+        bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.dist.main and t.progress))
         say, self._say = self._say, (bar.write if not bar.disable else self._say)
-        t_start = t_log = time.perf_counter()
-        s_log, side_s = self.step, 0.0  # side_s: evaluation and checkpoint time, excluded from train_s
-        last_eval = last_ckpt = None
+        stop = self._catch_interrupt()
+        t_start = time.perf_counter()
+        try:
+            last_eval, last_ckpt = self._loop(bar, stop, t_start)
+        finally:
+            bar.close()
+            self._say = say
+            if stop is not None:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
+                   "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
+                   "net_calls_per_step": self.model.net_calls, "eval": last_eval,
+                   "checkpoint": str(last_ckpt) if last_ckpt else None}
+        if self.dist.main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            summary["plot"] = str(training_plot(self.run_dir) or "")
+        return summary
+
+    def _loop(self, bar, stop: list | None, t_start: float) -> tuple[dict | None, Path | None]:
+        c, t = self.cfg, self.cfg.train
+        total, B, w = t.steps, t.batch_size, c.recursion.halt_weight
+        t_log, s_log, side_s = t_start, self.step, 0.0  # side_s: evaluation and checkpoint time, not train_s
+        last_eval = last_ckpt = last_ckpt_step = None
         while self.step < total:
+            if stop:  # Ctrl-C arrived during the last step: keep the work done so far, then stop
+                if last_ckpt_step != self.step:
+                    self.say(f"interrupted: saved {self.save()}; continue with --resume {self.run_dir}")
+                raise KeyboardInterrupt
             m, lr = self._train_step(total)
             bar.update(1)
             with torch.no_grad():
@@ -270,18 +311,9 @@ class Trainer:
                 self.say(f"step {self.step}: test exact {res['exact_accuracy']:.3f}, token {res['token_accuracy']:.3f}, "
                          f"adaptive halting {res['exact_adaptive']:.3f} with {res['mean_steps_adaptive']:.1f} steps")
             if ckpt_due:
-                last_ckpt = self.save()
+                last_ckpt, last_ckpt_step = self.save(), self.step
             side_s += time.perf_counter() - t0
-        bar.close()
-        self._say = say
-        summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
-                   "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
-                   "net_calls_per_step": self.model.net_calls, "eval": last_eval,
-                   "checkpoint": str(last_ckpt) if last_ckpt else None}
-        if self.dist.main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-            summary["plot"] = str(training_plot(self.run_dir) or "")
-        return summary
+        return last_eval, last_ckpt
 
 
 def new_run_dir(cfg: RunConfig, preset: str) -> Path:

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -105,3 +106,26 @@ def test_two_processes_match_one(baseline, tmp_path):
     a, b = final_weights(run), final_weights(ddp)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resumes(baseline, tmp_path, monkeypatch):
+    tmp, run = baseline
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    stopped = tmp_path / "run"
+    real_step, calls = DeepSupervision.step, []
+
+    def interrupted_step(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 8:  # Ctrl-C during step 8 (after the step-6 checkpoint)
+            signal.raise_signal(signal.SIGINT)
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(DeepSupervision, "step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(micro(tmp_path), stopped, say=lambda m: None).fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(DeepSupervision, "step", real_step)
+    assert [p.name for p in list_checkpoints(stopped)][-1] == "step_0000008"  # the finished step 8 was kept
+    Trainer(resumed_config(stopped, None), stopped, resume=True, say=lambda m: None).fit()
+    a, b = final_weights(run), final_weights(stopped)
+    assert all(torch.equal(a[k], b[k]) for k in a)
