@@ -8,6 +8,16 @@ from pathlib import Path
 from .errors import RecurError
 
 
+def require_tensorboard():
+    """TensorBoard's SummaryWriter, or a RecurError saying how to install it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RecurError("train.tensorboard=true needs the tensorboard package: "
+                         "pip install 'recur[tensorboard]'") from None
+    return SummaryWriter
+
+
 class RunLog:
     """Appends one JSON object per record to <run>/metrics.jsonl; mirrors scalars to TensorBoard."""
 
@@ -16,12 +26,7 @@ class RunLog:
         self.enabled = enabled
         self.tb = None
         if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise RecurError("train.tensorboard=true needs the tensorboard package: "
-                                 "pip install 'recur[tensorboard]'") from None
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self.tb = require_tensorboard()(str(Path(run_dir) / "tensorboard"))
 
     def write(self, record: dict) -> None:
         if not self.enabled:

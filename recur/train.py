@@ -28,7 +28,7 @@ from .models import build_model
 from .optim import EMA, build_optimizers, set_lr
 from .plots import training_plot
 from .recursion import Carry, DeepSupervision
-from .runlog import RunLog
+from .runlog import RunLog, require_tensorboard
 
 # the per-log-window sums the trainer keeps (rows counted are those that halted in the window)
 WINDOW = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "halt_loss", "loss",
@@ -70,6 +70,8 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, preset: str = "", say=print):
         self.cfg, self.run_dir, self.preset = cfg, Path(run_dir), preset
         t = cfg.train
+        if t.tensorboard:
+            require_tensorboard()  # fail before anything is written
         self.device = pick_device(t.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)

@@ -50,22 +50,33 @@ def test_same_seed_same_run(baseline, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def run_until(monkeypatch, run_dir, data_root, call: int, action) -> None:
+    """Train micro into run_dir and call `action()` when the engine starts its `call`-th step."""
+    real_step, calls = DeepSupervision.step, []
+
+    def step(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == call:
+            action()
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(DeepSupervision, "step", step)
+    try:
+        Trainer(micro(data_root), run_dir, say=lambda m: None).fit()
+    finally:
+        monkeypatch.setattr(DeepSupervision, "step", real_step)
+
+
 def test_killed_run_resumes_exactly(baseline, tmp_path, monkeypatch):
     tmp, run = baseline
     shutil.copytree(tmp / "data", tmp_path / "data")
     crashed = tmp_path / "run"
-    real_step, calls = DeepSupervision.step, []
 
-    def dying_step(self, *a, **kw):
-        calls.append(1)
-        if len(calls) == 9:  # after the step-6 checkpoint and the step-8 log record
-            raise RuntimeError("killed")
-        return real_step(self, *a, **kw)
+    def kill():
+        raise RuntimeError("killed")
 
-    monkeypatch.setattr(DeepSupervision, "step", dying_step)
-    with pytest.raises(RuntimeError, match="killed"):
-        Trainer(micro(tmp_path), crashed, say=lambda m: None).fit()
-    monkeypatch.setattr(DeepSupervision, "step", real_step)
+    with pytest.raises(RuntimeError, match="killed"):  # after the step-6 checkpoint and the step-8 log record
+        run_until(monkeypatch, crashed, tmp_path, 9, kill)
     assert [p.name for p in list_checkpoints(crashed)] == ["step_0000006"]
 
     resumed = Trainer(resumed_config(crashed, None), crashed, resume=True, say=lambda m: None)
@@ -112,20 +123,36 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes(baseline, tmp_path, monkeypatch):
     tmp, run = baseline
     shutil.copytree(tmp / "data", tmp_path / "data")
     stopped = tmp_path / "run"
-    real_step, calls = DeepSupervision.step, []
-
-    def interrupted_step(self, *a, **kw):
-        calls.append(1)
-        if len(calls) == 8:  # Ctrl-C during step 8 (after the step-6 checkpoint)
-            signal.raise_signal(signal.SIGINT)
-        return real_step(self, *a, **kw)
-
-    monkeypatch.setattr(DeepSupervision, "step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(micro(tmp_path), stopped, say=lambda m: None).fit()
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during step 8 (after the step-6 checkpoint)
+        run_until(monkeypatch, stopped, tmp_path, 8, lambda: signal.raise_signal(signal.SIGINT))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    monkeypatch.setattr(DeepSupervision, "step", real_step)
     assert [p.name for p in list_checkpoints(stopped)][-1] == "step_0000008"  # the finished step 8 was kept
     Trainer(resumed_config(stopped, None), stopped, resume=True, say=lambda m: None).fit()
     a, b = final_weights(run), final_weights(stopped)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bfloat16_compute_keeps_float32_master_weights(baseline, tmp_path):
+    tmp, _ = baseline
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    trainer = Trainer(micro(tmp_path, "train.precision=bfloat16", "model.puzzle_emb_dim=16"), tmp_path / "run",
+                      say=lambda m: None)
+    assert trainer.model.dtype == torch.bfloat16
+    summary = trainer.fit()
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert all(s.dtype == torch.bfloat16 for s in trainer.carry.state)
+    assert 0 <= summary["eval"]["token_accuracy"] <= 1
+    assert all(v.dtype == torch.float32 for v in final_weights(tmp_path / "run").values())
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(baseline, tmp_path):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    tmp, _ = baseline
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    with pytest.raises(RecurError, match="pip install 'recur\\[tensorboard\\]'"):
+        Trainer(micro(tmp_path, "train.tensorboard=true"), tmp_path / "run", say=lambda m: None)
+    assert not (tmp_path / "run").exists()
