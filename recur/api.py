@@ -34,8 +34,8 @@ class Prediction:
     """[B] supervision steps used per sample."""
     per_step: torch.Tensor
     """[S, B, L] the answer after every supervision step (frozen after a sample halts)."""
-    q_halt: torch.Tensor
-    """[S, B] the halting logit after every supervision step."""
+    halt_score: torch.Tensor
+    """[S, B] the halting score after every supervision step (the sample halts when > 0)."""
 
 
 class Recur:
@@ -86,7 +86,8 @@ class Recur:
         """Run token inputs [B, L] (or one [L]) through `steps` (default N_sup) supervision steps.
 
         halt="none" runs every step for every sample; "adaptive" stops a sample at its first step
-        with q_halt > 0 (the step count is returned per sample).
+        whose halting score is > 0 (q_halt > 0, or q_halt > q_continue for Q-learning models); the
+        steps used are returned per sample.
         """
         if halt not in ("none", "adaptive"):
             raise RecurError(f"halt must be 'none' or 'adaptive', got {halt!r}")
@@ -104,11 +105,12 @@ class Recur:
             raise RecurError("steps must be >= 1")
         parts = []
         for lo in range(0, len(x), batch_size):
-            r = infer(self.module, x[lo:lo + batch_size].to(self.device), ids[lo:lo + batch_size].to(self.device), n, halt)
+            r = infer(self.module, x[lo:lo + batch_size].to(self.device), ids[lo:lo + batch_size].to(self.device), n, halt,
+                      self.cfg.recursion.act)
             parts.append(r)
         cat = lambda name, dim=0: torch.cat([getattr(r, name).cpu() for r in parts], dim)  # noqa: E731
         return Prediction(tokens=cat("tokens"), logits=cat("logits").float(), steps=cat("steps"),
-                          per_step=cat("per_step", 1), q_halt=cat("q_halt", 1))
+                          per_step=cat("per_step", 1), halt_score=cat("halt_score", 1))
 
     def solve(self, puzzles: list[str], steps: int | None = None, halt: str = "adaptive") -> tuple[np.ndarray, Prediction]:
         """Puzzle texts -> (input tokens [B, L], Prediction); malformed text raises RecurError."""

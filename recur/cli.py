@@ -4,8 +4,9 @@
     recur eval RUN_OR_CKPT [--data DIR] [--halt adaptive]
     recur solve PUZZLE_OR_FILE [--model RUN_OR_CKPT]
     recur prepare [PRESET] [key=value ...] [--out DIR]
+    recur compare SPEC [key=value ...]
     recur presets | recur keys
-    recur convert --from trm-reference IN OUT
+    recur convert --from trm-reference|hrm-reference IN OUT
 
 A user mistake prints one line `recur: error: ...` and exits with status 2.
 """
@@ -56,9 +57,10 @@ def _report(trainer, cfg, summary) -> None:
 
     ev = summary["eval"]
     if ev:
-        print(f"\nheld-out exact accuracy {ev['exact_accuracy']:.3f} on {ev['examples']} puzzles "
-              f"(all {cfg.recursion.n_sup} steps: {ev['exact_at_nsup'] if ev['exact_at_nsup'] is not None else '-'}; "
-              f"adaptive halting: {ev['exact_adaptive']:.3f} with {ev['mean_steps_adaptive']:.1f} steps on average)")
+        protocol = f"all {cfg.recursion.n_sup} steps" if ev["halt"] == "none" else "adaptive halting"
+        print(f"\nheld-out exact accuracy {ev['exact_accuracy']:.3f} on {ev['examples']} puzzles ({protocol}; "
+              f"adaptive halting: {ev['exact_adaptive']:.3f} with {ev['mean_steps_adaptive']:.1f} steps on average)"
+              + "".join(f"\n{k}: {v:.3f}" for k, v in ev["task"].items()))
     if cfg.eval.show:
         model = Recur(trainer.eval_model, cfg, trainer.data.info, trainer.data.meta["task"], trainer.device, {})
         split = trainer.test_split
@@ -87,14 +89,17 @@ def cmd_eval(a) -> None:
     split = data.splits.get(a.split)
     if split is None:
         raise RecurError(f"dataset {data_dir} has no split '{a.split}' (it has {', '.join(data.splits)})")
-    res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt, limit=a.limit)
+    res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
+                   model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info)
     if a.json:
         print(json.dumps(res))
         return
     print(f"{a.path} on {data_dir}/{a.split}: {res['examples']} examples, halt={a.halt}")
     print(f"exact accuracy {res['exact_accuracy']:.4f}   token accuracy {res['token_accuracy']:.4f}   "
           f"adaptive: {res['exact_adaptive']:.4f} in {res['mean_steps_adaptive']:.2f} steps   "
-          f"q_halt accuracy {res['q_halt_accuracy']:.4f}")
+          f"halting-head accuracy {res['halt_accuracy']:.4f}")
+    for name, value in res["task"].items():
+        print(f"{name} {value:.4f}")
     print("exact accuracy after each supervision step:")
     print("  " + "  ".join(f"{i + 1}:{v:.3f}" for i, v in enumerate(res["exact_per_step"])))
 
@@ -136,10 +141,21 @@ def cmd_prepare(a) -> None:
 
 
 def cmd_presets(a) -> None:
-    presets = list_presets()
-    width = max(map(len, presets))
+    from .compare import list_comparisons
+
+    presets, comparisons = list_presets(), list_comparisons()
+    width = max(map(len, [*presets, *comparisons]))
     for name, desc in presets.items():
         print(f"{name.ljust(width)}  {desc}{'  (default)' if name == DEFAULT_PRESET else ''}")
+    print("\ncomparisons (recur compare NAME):")
+    for name, desc in comparisons.items():
+        print(f"{name.ljust(width)}  {desc}")
+
+
+def cmd_compare(a) -> None:
+    from .compare import run
+
+    run(a.spec, a.overrides, a.out)
 
 
 def cmd_keys(a) -> None:
@@ -148,9 +164,9 @@ def cmd_keys(a) -> None:
 
 
 def cmd_convert(a) -> None:
-    from .interop import convert_trm_reference
+    from .interop import convert
 
-    out, notes = convert_trm_reference(Path(a.src), Path(a.dst), a.overrides, seq_len=a.seq_len, task=a.task)
+    out, notes = convert(a.kind, Path(a.src), Path(a.dst), a.overrides, seq_len=a.seq_len, task=a.task)
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {out}")
@@ -192,11 +208,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: data/<task>-<hash of the settings>)")
     r.set_defaults(fn=cmd_prepare)
 
-    sub.add_parser("presets", help="list the presets").set_defaults(fn=cmd_presets)
+    sub.add_parser("presets", help="list the presets and comparisons").set_defaults(fn=cmd_presets)
+
+    m = sub.add_parser("compare", help="train several configurations under one budget and compare them")
+    m.add_argument("spec", help="a shipped comparison (see `recur presets`) or a comparison TOML file")
+    m.add_argument("overrides", nargs="*", help="key=value settings applied to every arm")
+    m.add_argument("--out", default="runs", help="parent directory of the comparison directory")
+    m.set_defaults(fn=cmd_compare)
     sub.add_parser("keys", help="list every config key with its default and meaning").set_defaults(fn=cmd_keys)
 
-    c = sub.add_parser("convert", help="convert a reference TRM checkpoint into a recur checkpoint")
-    c.add_argument("--from", dest="kind", choices=["trm-reference"], required=True)
+    c = sub.add_parser("convert", help="convert a reference TRM or HRM checkpoint into a recur checkpoint")
+    c.add_argument("--from", dest="kind", choices=["trm-reference", "hrm-reference"], required=True)
     c.add_argument("src", help="the reference state-dict file (all_config.yaml beside it is read when present)")
     c.add_argument("dst", help="output checkpoint directory")
     c.add_argument("overrides", nargs="*", help="model.* settings that override or supply the architecture")

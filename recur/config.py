@@ -38,8 +38,10 @@ DEFAULT_PRESET = "quickstart"
 class ModelConfig:
     """The recursive network (reference: the `arch:` section)."""
 
-    arch: Literal["trm"] = "trm"
-    """Model family, a key of recur.models.REGISTRY."""
+    arch: Literal["trm", "transformer"] = "trm"
+    """Model family, a key of recur.models.REGISTRY: `trm` (the recursive model; HRM is `trm` with separate_nets,
+    grad=one_step and recursion.act=q_learning) or `transformer` (the non-recursive baseline: `layers` distinct
+    blocks applied once per supervision step)."""
     hidden: int = 512
     """Width D of every token state (reference `hidden_size`)."""
     heads: int = 8
@@ -60,6 +62,12 @@ class ModelConfig:
     """RoPE base."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon (the norm has no weight)."""
+    single_z: bool = False
+    """One latent and no separate answer (TRM ablation "single feature"): z <- net(z, x) n times, then z <- net(z)."""
+    separate_nets: bool = False
+    """The answer update gets a net of its own, y <- net_y(y, z) (TRM ablation "separate f_H/f_L"; HRM's H module)."""
+    grad: Literal["last_cycle", "one_step"] = "last_cycle"
+    """Gradients through the whole last cycle (TRM), or only through its last z- and y-updates (HRM's 1-step gradient)."""
     prefix_len: int = 16
     """Prefix tokens before the puzzle (reference `puzzle_emb_len`); the Q-head reads position 0."""
     puzzle_emb_dim: int = 512
@@ -76,8 +84,10 @@ class RecursionConfig:
     schedule: Literal["streaming", "per_batch"] = "streaming"
     """`streaming`: the reference code; halted rows are refilled from the next batch every optimizer step.
     `per_batch`: the paper's pseudo-code; a batch runs until all its rows halt (or N_sup), then the next."""
-    act: bool = True
-    """Train a halting head (BCE on whole-answer correctness) and halt training rows when q_halt > 0."""
+    act: Literal["halt", "q_learning", "off"] = "halt"
+    """Halting. `halt` (TRM): q_halt learns by BCE whether the answer is exactly right; rows halt when q_halt > 0.
+    `q_learning` (HRM): q_continue also learns a bootstrapped target from an extra no-grad forward; rows halt when
+    q_halt > q_continue. `off`: every row runs N_sup steps and no halting loss is trained."""
     exploration: float = 0.1
     """Probability that a row must run a uniform minimum number of steps in {2..N_sup} before halting."""
     loss: Literal["stablemax", "softmax"] = "stablemax"
@@ -111,17 +121,81 @@ class SudokuData:
 
 
 @dataclass
+class MazeData:
+    """Mazes as in Maze-Hard: random walls, BFS shortest path; or read from the HRM CSV layout."""
+
+    size: int = 30
+    """Grid side (seq_len = size*size)."""
+    train_size: int = 1000
+    """Training mazes (generated, or drawn from train_csv; 0 = every CSV row)."""
+    test_size: int = 1000
+    """Held-out mazes (generated, or drawn from test_csv; 0 = every CSV row)."""
+    min_path: int = 110
+    """Keep generated mazes whose shortest start-goal path has at least this many moves (Maze-Hard: 30x30, > 110)."""
+    wall_min: float = 0.3
+    """Each generated maze walls off a fraction of its cells drawn uniformly in [wall_min, wall_max]."""
+    wall_max: float = 0.5
+    """Upper end of the wall fraction."""
+    dihedral: bool = False
+    """Store the 8 rotations/reflections of each training maze (the reference builder's --aug; off there by default)."""
+    train_csv: str = ""
+    """Training CSV in the HRM layout (source,q,a,rating; characters `# SGo`) instead of generated mazes."""
+    test_csv: str = ""
+    """Test CSV in the same layout."""
+
+
+@dataclass
+class NQueensData:
+    """N-Queens completion (as in the DIS paper): a board with some queens of a solution given; fill in the rest."""
+
+    size: int = 8
+    """Board side N (N queens)."""
+    train_size: int = 900
+    """Base training boards (x8 with `dihedral`: 7,200 as in the DIS paper)."""
+    test_size: int = 200
+    """Held-out boards."""
+    min_given: int = 1
+    """Fewest queens given."""
+    max_given: int = 7
+    """Most queens given."""
+    dihedral: bool = True
+    """Store the 8 rotations/reflections of each training board as its group."""
+
+
+@dataclass
+class SortingData:
+    """Sort a sequence of integers in place (shorter sequences are padded)."""
+
+    min_length: int = 4
+    """Shortest sequence."""
+    max_length: int = 16
+    """Longest sequence (= seq_len)."""
+    values: int = 10
+    """Numbers are drawn from 0..values-1."""
+    train_size: int = 20000
+    """Training sequences."""
+    test_size: int = 1000
+    """Held-out sequences (lengths drawn like the training ones)."""
+
+
+@dataclass
 class DataConfig:
     """Which task and dataset the run uses."""
 
-    task: Literal["sudoku"] = "sudoku"
-    """Task, a key of recur.tasks.REGISTRY."""
+    task: Literal["sudoku", "maze", "nqueens", "sorting"] = "sudoku"
+    """Task, a key of recur.tasks.REGISTRY; its section below holds its settings."""
     dir: str = ""
     """Prepared dataset directory; empty = a directory under data/ named after the data settings."""
     seed: int = 0
     """Seed of the dataset build (generation, subsampling, augmentation)."""
     sudoku: SudokuData = field(default_factory=SudokuData)
     """Sudoku settings (used when task = sudoku)."""
+    maze: MazeData = field(default_factory=MazeData)
+    """Maze settings (used when task = maze)."""
+    nqueens: NQueensData = field(default_factory=NQueensData)
+    """N-Queens settings (used when task = nqueens)."""
+    sorting: SortingData = field(default_factory=SortingData)
+    """Sorting settings (used when task = sorting)."""
 
 
 @dataclass
@@ -172,6 +246,8 @@ class TrainConfig:
     """Compute dtype (weights stay float32); auto = bfloat16 on CUDA, float32 elsewhere."""
     compile: Literal["auto", "on", "off"] = "auto"
     """torch.compile the supervision step; auto = on for CUDA only."""
+    time_limit: float = 0.0
+    """Stop after this many minutes of training (evaluation excluded) even before train.steps (0 = no limit)."""
     threads: int = 0
     """CPU threads for torch (0 = torch's default)."""
     out_dir: str = "runs"
@@ -369,10 +445,10 @@ def override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
 
 def list_presets() -> dict[str, str]:
     """{preset name: one-line description} of the presets shipped with recur."""
-    return {p.stem: _read_toml(p).get("description", "") for p in sorted(PRESET_DIR.glob("*.toml"))}
+    return {p.stem: read_toml(p).get("description", "") for p in sorted(PRESET_DIR.glob("*.toml"))}
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as e:
@@ -401,7 +477,7 @@ def load_config(preset: str | None = None, overrides: list[str] = ()) -> RunConf
     """Dataclass defaults <- preset file <- `key=value` overrides, validated."""
     data: dict[str, Any] = {}
     if preset:
-        data = _read_toml(preset_path(preset))
+        data = read_toml(preset_path(preset))
         data.pop("description", None)
     for a in overrides:
         data = override(data, a)
@@ -419,6 +495,9 @@ def validate(cfg: RunConfig) -> None:
         (m.layers >= 1 and m.T >= 1 and m.n >= 1, "model.layers, model.T and model.n must be >= 1"),
         (m.prefix_len >= 0 and m.puzzle_emb_dim >= 0, "model.prefix_len and model.puzzle_emb_dim must be >= 0"),
         (m.puzzle_emb_dim <= m.prefix_len * m.hidden, "model.puzzle_emb_dim must fit in the prefix (<= prefix_len*hidden)"),
+        (m.arch == "trm" or not (m.single_z or m.separate_nets or m.grad != "last_cycle"),
+         "model.single_z, separate_nets and grad are TRM settings; the transformer baseline has no recursion"),
+        (not (m.single_z and m.separate_nets), "model.single_z has no answer update to give a separate net"),
         (r.n_sup >= 1, "recursion.n_sup must be >= 1"),
         (0.0 <= r.exploration <= 1.0, "recursion.exploration must be in [0, 1]"),
         (t.steps >= 1 and t.batch_size >= 1, "train.steps and train.batch_size must be >= 1"),

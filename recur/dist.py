@@ -76,6 +76,18 @@ class Dist:
             tdist.all_reduce(t)
         return t
 
+    def sum_dict(self, d: dict[str, float]) -> dict[str, float]:
+        """Sum {name: number} over ranks; a name missing on a rank counts as 0 there."""
+        if self.world == 1:
+            return d
+        parts: list = [None] * self.world
+        tdist.all_gather_object(parts, d)
+        out: dict[str, float] = {}
+        for part in parts:
+            for k, v in part.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
     def broadcast_params(self, model: torch.nn.Module) -> None:
         if self.world > 1:
             for t in model.state_dict().values():

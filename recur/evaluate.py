@@ -2,8 +2,9 @@
 
 Exact accuracy is the reference's metric: a sequence counts when every supervised token is
 right. With halt="none" every sample runs all N_sup steps (the reference protocol) and the
-answer with adaptive halting (first step with q_halt > 0) is scored from the same pass; with
-halt="adaptive" samples stop at their halting step and later steps skip them.
+answer with adaptive halting (first step whose halting score is > 0) is scored from the same
+pass; with halt="adaptive" samples stop at their halting step and later steps skip them, so
+exact_accuracy is then the adaptive one.
 """
 
 from __future__ import annotations
@@ -19,49 +20,53 @@ from .recursion import infer
 
 @torch.no_grad()
 def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.device, halt: str = "none",
-             dist: Dist | None = None, limit: int = 0) -> dict:
-    """Metrics over the split (summed across ranks): exact/token accuracy, per-step accuracy, steps used."""
+             act: str = "halt", dist: Dist | None = None, limit: int = 0, task=None, info: dict | None = None) -> dict:
+    """Metrics over the split (summed across ranks): exact/token accuracy, accuracy after every supervision
+    step, accuracy and steps with adaptive halting, and the task's own metrics (`task.score`) when given."""
     dist = dist or Dist()
     was_training = model.training
     model.eval()
-    S = n_sup
-    sums = torch.zeros(6 + 2 * S, dtype=torch.float64, device=device)
+    sums: dict[str, float] = {}  # name -> sum over examples; "n:<name>" -> how many examples it applies to
+
+    def add(name: str, values: np.ndarray) -> None:
+        ok = ~np.isnan(values)
+        sums[name] = sums.get(name, 0.0) + float(values[ok].sum())
+        sums["n:" + name] = sums.get("n:" + name, 0.0) + float(ok.sum())
+
     for b in eval_batches(split, batch_size, dist.rank, dist.world, limit):
         inputs = torch.from_numpy(b["inputs"]).to(device)
         labels = torch.from_numpy(b["labels"]).to(device)
-        ids = torch.from_numpy(b["puzzle_ids"]).to(device)
-        res = infer(model, inputs, ids, n_sup, halt)
+        res = infer(model, inputs, torch.from_numpy(b["puzzle_ids"]).to(device), n_sup, halt, act)
         valid = labels != IGNORE
-        count = valid.sum(-1).clamp_min(1)
         right = (res.per_step == labels) & valid  # [S, B, L]
-        exact_s = (right.sum(-1) == valid.sum(-1)).double()  # [S, B]
-        token_s = right.sum(-1).double() / count  # [S, B]
-        # adaptive answer: the first step whose q_halt > 0, else the last
-        fired = res.q_halt > 0
-        stop = torch.where(fired.any(0), fired.double().argmax(0), S - 1)  # [B] 0-based step
-        pick = stop.view(1, -1)
-        sums += torch.cat([torch.stack([
-            torch.tensor(float(len(labels)), dtype=torch.float64, device=device),
-            exact_s[-1].sum(), token_s[-1].sum(),
-            exact_s.gather(0, pick).sum(), (stop + 1).double().sum(),
-            ((res.q_halt[-1] > 0) == exact_s[-1].bool()).double().sum()]),
-            exact_s.sum(1), token_s.sum(1)])
-    dist.all_reduce(sums)
+        exact_s = right.sum(-1) == valid.sum(-1)  # [S, B]
+        token_s = right.sum(-1) / valid.sum(-1).clamp_min(1)  # [S, B]
+        # the answer adaptive halting reads: first step with a halting score > 0, else the last
+        fired = res.halt_score > 0
+        stop = torch.where(fired.any(0), fired.int().argmax(0), n_sup - 1)  # [B], 0-based
+        per_row = {"exact_accuracy": exact_s[-1], "token_accuracy": token_s[-1],
+                   "exact_adaptive": exact_s.gather(0, stop.view(1, -1))[0], "mean_steps_adaptive": stop + 1,
+                   "halt_accuracy": fired[-1] == exact_s[-1]}
+        per_row.update({f"exact_step_{i + 1}": e for i, e in enumerate(exact_s)})
+        per_row.update({f"token_step_{i + 1}": t for i, t in enumerate(token_s)})
+        for name, v in per_row.items():
+            add(name, v.double().cpu().numpy())
+        if task is not None:
+            for name, v in task.score(b["inputs"], b["labels"], res.tokens.cpu().numpy(), info).items():
+                add(name, np.asarray(v, dtype=np.float64))
+    sums = dist.sum_dict(sums)
     if was_training:
         model.train()
-    n = max(sums[0].item(), 1.0)
-    s = (sums / n).tolist()
-    return {
-        "examples": int(sums[0].item()),
-        "exact_accuracy": s[3] if halt == "adaptive" else s[1],
-        "token_accuracy": s[2],
-        "exact_at_nsup": s[1] if halt == "none" else None,
-        "exact_adaptive": s[3],
-        "mean_steps_adaptive": s[4],
-        "q_halt_accuracy": s[5],
-        "exact_per_step": s[6:6 + S],
-        "token_per_step": s[6 + S:6 + 2 * S],
-    }
+    mean = {k: sums[k] / sums["n:" + k] for k in sums if not k.startswith("n:") and sums["n:" + k]}
+    steps = range(1, n_sup + 1)
+    out = {"examples": int(sums.get("n:exact_accuracy", 0)), "halt": halt,
+           "exact_accuracy": mean.get("exact_accuracy", 0.0), "token_accuracy": mean.get("token_accuracy", 0.0),
+           "exact_adaptive": mean.get("exact_adaptive", 0.0), "mean_steps_adaptive": mean.get("mean_steps_adaptive", 0.0),
+           "halt_accuracy": mean.get("halt_accuracy", 0.0),
+           "exact_per_step": [mean.get(f"exact_step_{i}", 0.0) for i in steps],
+           "token_per_step": [mean.get(f"token_step_{i}", 0.0) for i in steps]}
+    out["task"] = {k: v for k, v in mean.items() if k not in out and not k.startswith(("exact_step_", "token_step_"))}
+    return out
 
 
 def show(task, info: dict, inputs: np.ndarray, answer: np.ndarray, steps: int, label: np.ndarray | None) -> str:

@@ -1,8 +1,9 @@
 """Deep-supervision objective: token cross-entropy plus the halting BCE.
 
 Per row: lm = mean over the row's supervised tokens of CE; halt = BCE(q_halt, answer exactly
-right). Total = sum over rows of (lm + halt_weight * halt), which the trainer divides by the
-*global* batch size, so data-parallel gradient sums equal the single-process mean.
+right); with Q-learning also cont = BCE(q_continue, bootstrapped target). Total = sum over rows
+of lm + halt_weight*(halt + cont), which the trainer divides by the *global* batch size, so
+data-parallel gradient sums equal the single-process mean.
 Labels equal to IGNORE (0, the PAD token) are not supervised.
 """
 
@@ -38,19 +39,26 @@ class StepLoss:
     """Loss sums over the rows in `rows` and per-row correctness (all [B] tensors are detached)."""
 
     total: torch.Tensor
-    """Sum over rows of lm + halt_weight*halt (to be divided by the global batch)."""
+    """Sum over rows of lm + halt_weight*(halt + continue) (to be divided by the global batch)."""
     lm: torch.Tensor
     """Sum over rows of the per-row mean token loss (detached)."""
     halt: torch.Tensor
     """Sum over rows of the halting BCE (detached)."""
+    cont: torch.Tensor
+    """Sum over rows of the Q-continue BCE (detached; 0 unless Q-learning)."""
     token_acc: torch.Tensor
     """[B] fraction of supervised tokens right."""
     exact: torch.Tensor
     """[B] bool: every supervised token right."""
 
 
-def step_loss(logits, q_halt, labels, rows: torch.Tensor, kind: str, act: bool, halt_weight: float) -> StepLoss:
-    """Loss of one supervision step over the rows where `rows` [B] is True."""
+def step_loss(logits, q_halt, q_continue, labels, rows: torch.Tensor, kind: str, act: str, halt_weight: float,
+              target_continue: torch.Tensor | None = None) -> StepLoss:
+    """Loss of one supervision step over the rows where `rows` [B] is True.
+
+    act="halt"/"q_learning": q_halt learns whether the answer is exactly right; with a
+    `target_continue` [B] (Q-learning), q_continue learns it too. act="off": token loss only.
+    """
     valid = labels != IGNORE
     count = valid.sum(-1)
     with torch.no_grad():
@@ -60,10 +68,10 @@ def step_loss(logits, q_halt, labels, rows: torch.Tensor, kind: str, act: bool, 
     lm_rows = token_ce(logits, labels, kind).sum(-1) / count.clamp_min(1)
     weight = rows.to(lm_rows.dtype)
     lm = (lm_rows * weight).sum()
-    total = lm
-    halt = lm.new_zeros(())
-    if act:
-        bce = F.binary_cross_entropy_with_logits(q_halt, exact.to(q_halt.dtype), reduction="none")
-        halt = (bce * weight).sum()
-        total = lm + halt_weight * halt
-    return StepLoss(total=total, lm=lm.detach(), halt=halt.detach(), token_acc=token_acc, exact=exact)
+    halt = cont = lm.new_zeros(())
+    if act != "off":
+        halt = (F.binary_cross_entropy_with_logits(q_halt, exact.to(q_halt.dtype), reduction="none") * weight).sum()
+    if target_continue is not None:
+        cont = (F.binary_cross_entropy_with_logits(q_continue, target_continue, reduction="none") * weight).sum()
+    return StepLoss(total=lm + halt_weight * (halt + cont), lm=lm.detach(), halt=halt.detach(), cont=cont.detach(),
+                    token_acc=token_acc, exact=exact)

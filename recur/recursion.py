@@ -78,16 +78,31 @@ class Carry:
         return cls(state=tuple(d[f"carry.state.{i}"] for i in range(n)), **{k: d[f"carry.{k}"] for k in cls.TENSORS})
 
 
-def halt_decision(steps, q_halt, n_sup: int, act: bool, explore_u=None, explore_min=None, exploration=0.0):
-    """[B] bool: halt after this step. Always at N_sup; with ACT when q_halt > 0, unless exploration
-    drew a minimum step count (probability `exploration`, uniform in {2..N_sup}) not yet reached."""
-    halted = steps >= n_sup
-    if act and n_sup > 1:
-        halted = halted | (q_halt > 0)
-        if explore_u is not None:
-            min_steps = torch.where(explore_u < exploration, explore_min, 0)
-            halted = halted & (steps >= min_steps)
+def halt_score(out: StepOutput, act: str) -> torch.Tensor:
+    """[B] a row wants to halt when this is > 0: q_halt (TRM), q_halt - q_continue (Q-learning), never (off)."""
+    if act == "q_learning":
+        return out.q_halt - out.q_continue
+    if act == "off":
+        return torch.full_like(out.q_halt, -torch.inf)
+    return out.q_halt
+
+
+def halt_decision(steps, score, n_sup: int, explore_u=None, explore_min=None, exploration=0.0):
+    """[B] bool: halt after this step. Always at N_sup; before that when score > 0 (see halt_score),
+    unless exploration drew a minimum step count (probability `exploration`, uniform in {2..N_sup})
+    not yet reached."""
+    halted = (steps >= n_sup) | (score > 0)
+    if explore_u is not None:  # explore_min <= N_sup, so rows at N_sup always halt
+        halted = halted & (steps >= torch.where(explore_u < exploration, explore_min, 0))
     return halted
+
+
+def continue_target(model, state, inputs, puzzle_ids, steps, n_sup: int) -> torch.Tensor:
+    """HRM's bootstrapped Q-continue target from one extra no-grad forward on the new state:
+    sigmoid(q_halt') at the last step, else sigmoid(max(q_halt', q_continue'))."""
+    with torch.no_grad():
+        _, nxt = model(state, inputs, puzzle_ids)
+        return torch.sigmoid(torch.where(steps >= n_sup, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
 
 
 class DeepSupervision:
@@ -141,11 +156,15 @@ class DeepSupervision:
                           halted=torch.zeros_like(carry.halted))
         active = ~carry.halted
         state, out = model(carry.state, carry.inputs, carry.puzzle_ids)
-        loss = step_loss(out.logits, out.q_halt, carry.labels, active, cfg.loss, cfg.act, cfg.halt_weight)
+        steps = carry.steps + active.to(torch.int32)
+        target = (continue_target(model, state, carry.inputs, carry.puzzle_ids, steps, cfg.n_sup)
+                  if cfg.act == "q_learning" and model.training else None)
+        loss = step_loss(out.logits, out.q_halt, out.q_continue, carry.labels, active, cfg.loss, cfg.act,
+                         cfg.halt_weight, target)
         with torch.no_grad():
-            steps = carry.steps + active.to(torch.int32)
             u, m = self._explore(active.shape[0], active.device) if model.training else (None, None)
-            done = active & halt_decision(steps, out.q_halt, cfg.n_sup, cfg.act, u, m, cfg.exploration)
+            score = halt_score(out, cfg.act)
+            done = active & halt_decision(steps, score, cfg.n_sup, u, m, cfg.exploration)
             if cfg.schedule == "per_batch":  # finished rows keep their answer
                 state = tuple(torch.where(active.view((-1,) + (1,) * (s.dim() - 1)), s, old)
                               for s, old in zip(state, carry.state))
@@ -156,10 +175,11 @@ class DeepSupervision:
                 "count": w.sum(),
                 "accuracy": (loss.token_acc * w).sum(),
                 "exact_accuracy": (loss.exact.float() * w).sum(),
-                "q_halt_accuracy": (((out.q_halt >= 0) == loss.exact).float() * w).sum(),
+                "halt_accuracy": (((score > 0) == loss.exact).float() * w).sum(),
                 "steps": (steps.float() * w).sum(),
                 "lm_loss": loss.lm,
                 "halt_loss": loss.halt,
+                "continue_loss": loss.cont,
             }
         carry = Carry(state=state, inputs=carry.inputs, labels=carry.labels, puzzle_ids=carry.puzzle_ids,
                       steps=steps, halted=carry.halted | done)
@@ -178,21 +198,23 @@ class Inference:
     """[B] supervision steps used per row."""
     per_step: torch.Tensor
     """[S, B, L] the answer after every supervision step (frozen once a row halted)."""
-    q_halt: torch.Tensor
-    """[S, B] the halting logit after every step (frozen once a row halted)."""
+    halt_score: torch.Tensor
+    """[S, B] the halting score after every step (> 0: halt; frozen once a row halted)."""
 
 
 @torch.no_grad()
-def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, halt: str = "none") -> Inference:
+def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, halt: str = "none",
+          act: str = "halt") -> Inference:
     """Run N_sup supervision steps. halt="none": every row runs all steps (the reference protocol);
-    "adaptive": a row stops at the first step with q_halt > 0 and later steps skip it entirely."""
+    "adaptive": a row stops at the first step whose halting score (see halt_score) is > 0, and later
+    steps skip it entirely."""
     B = inputs.shape[0]
     state = model.init_state(B)
     rows = torch.arange(B, device=inputs.device)  # rows still running
     steps = torch.zeros(B, dtype=torch.int32, device=inputs.device)
-    tokens, q_last = torch.zeros_like(inputs), torch.zeros(B, device=inputs.device)
+    tokens, score = torch.zeros_like(inputs), torch.zeros(B, device=inputs.device)
     logits = None
-    per_step, q_per_step = [], []
+    per_step, score_per_step = [], []
     for s in range(1, n_sup + 1):
         if rows.numel() == B:  # nobody halted yet: no gather/scatter
             state, out = model(state, inputs, puzzle_ids)
@@ -202,15 +224,16 @@ def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, hal
             state = tuple(full.index_copy(0, rows, part) for full, part in zip(state, sub_state))
             logits = logits.index_copy(0, rows, out.logits)
         tokens = tokens.index_copy(0, rows, out.logits.argmax(-1).to(tokens.dtype))
-        q_last = q_last.index_copy(0, rows, out.q_halt)
+        row_score = halt_score(out, act)
+        score = score.index_copy(0, rows, row_score)
         steps[rows] = s
         per_step.append(tokens)
-        q_per_step.append(q_last)
+        score_per_step.append(score)
         if halt == "adaptive":
-            rows = rows[out.q_halt <= 0]
+            rows = rows[row_score <= 0]
             if rows.numel() == 0:  # everyone halted: the remaining steps repeat the final answers
                 per_step += [tokens] * (n_sup - s)
-                q_per_step += [q_last] * (n_sup - s)
+                score_per_step += [score] * (n_sup - s)
                 break
     return Inference(tokens=tokens, logits=logits, steps=steps, per_step=torch.stack(per_step),
-                     q_halt=torch.stack(q_per_step))
+                     halt_score=torch.stack(score_per_step))

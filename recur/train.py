@@ -31,11 +31,11 @@ from .recursion import Carry, DeepSupervision
 from .runlog import RunLog, require_tensorboard
 
 # the per-log-window sums the trainer keeps (rows counted are those that halted in the window)
-WINDOW = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "halt_loss", "loss",
-          "steps_in_window")
+WINDOW = ("count", "accuracy", "exact_accuracy", "halt_accuracy", "steps", "lm_loss", "halt_loss", "continue_loss",
+          "loss", "steps_in_window")
 
 # settings that may change when a run is resumed (they do not change its math)
-RESUMABLE = {"train.steps", "train.log_every", "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
+RESUMABLE = {"train.steps", "train.time_limit", "train.log_every", "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
              "train.device", "train.compile", "train.threads", "train.tensorboard", "train.progress",
              "eval.halt", "eval.batch_size", "eval.max_examples", "eval.show"}
 
@@ -201,8 +201,8 @@ class Trainer:
         if self.ema:
             self.eval_model.load_state_dict(self.eval_weights())
         return evaluate(self.eval_model, self.test_split, c.recursion.n_sup, c.eval.batch_size or c.train.batch_size,
-                        self.device, halt or c.eval.halt, self.dist,
-                        c.eval.max_examples if limit is None else limit)
+                        self.device, halt or c.eval.halt, c.recursion.act, self.dist,
+                        c.eval.max_examples if limit is None else limit, self.data.task, self.data.info)
 
     def _train_step(self, total: int) -> tuple[dict, float]:
         """One optimizer step: (refill,) supervision step, backward, gradient sync, optimizers, EMA."""
@@ -231,7 +231,8 @@ class Trainer:
         self.sums.zero_()
         return {"kind": "train", "step": self.step, "lr": lr, "loss": v["loss"] / k, "lm_loss": v["lm_loss"] / k,
                 "halt_loss": v["halt_loss"] / k, "accuracy": v["accuracy"] / n, "exact_accuracy": v["exact_accuracy"] / n,
-                "q_halt_accuracy": v["q_halt_accuracy"] / n, "mean_steps": v["steps"] / n, "halted": int(v["count"]),
+                "continue_loss": v["continue_loss"] / k, "halt_accuracy": v["halt_accuracy"] / n,
+                "mean_steps": v["steps"] / n, "halted": int(v["count"]),
                 "steps_per_s": steps / seconds, "elapsed_s": elapsed}
 
     def _catch_interrupt(self) -> list | None:
@@ -287,19 +288,22 @@ class Trainer:
                 raise KeyboardInterrupt
             m, lr = self._train_step(total)
             bar.update(1)
+            last = self.step == total or bool(
+                t.time_limit and self.train_s_before + time.perf_counter() - t_start - side_s >= 60 * t.time_limit)
             with torch.no_grad():
-                self.sums += torch.stack([m["count"], m["accuracy"], m["exact_accuracy"], m["q_halt_accuracy"],
-                                          m["steps"], m["lm_loss"] / B, m["halt_loss"] / B,
-                                          (m["lm_loss"] + w * m["halt_loss"]) / B, torch.ones((), device=self.device)])
-            if self.step % t.log_every == 0 or self.step == total:
+                self.sums += torch.stack([m["count"], m["accuracy"], m["exact_accuracy"], m["halt_accuracy"],
+                                          m["steps"], m["lm_loss"] / B, m["halt_loss"] / B, m["continue_loss"] / B,
+                                          (m["lm_loss"] + w * (m["halt_loss"] + m["continue_loss"])) / B,
+                                          torch.ones((), device=self.device)])
+            if self.step % t.log_every == 0 or last:
                 now = time.perf_counter()
                 rec = self._log_window(lr, now - t_log, self.step - s_log, now - t_start)
                 self.log.write(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}",
                                 exact=f"{rec['exact_accuracy']:.3f}", lr=f"{lr:.1e}", refresh=False)
                 t_log, s_log = now, self.step
-            eval_due = (t.eval_every and self.step % t.eval_every == 0) or self.step == total
-            ckpt_due = (t.ckpt_every and self.step % t.ckpt_every == 0) or self.step == total
+            eval_due = (t.eval_every and self.step % t.eval_every == 0) or last
+            ckpt_due = (t.ckpt_every and self.step % t.ckpt_every == 0) or last
             if not (eval_due or ckpt_due):
                 continue
             if self.device.type == "cuda":
@@ -315,6 +319,8 @@ class Trainer:
             if ckpt_due:
                 last_ckpt, last_ckpt_step = self.save(), self.step
             side_s += time.perf_counter() - t0
+            if last:
+                break
         return last_eval, last_ckpt
 
 

@@ -19,7 +19,16 @@ import recur
 from recur.checkpoint import MODEL_FILE
 from recur.cli import main
 from recur.errors import RecurError
-from recur.interop import convert_trm_reference, map_trm_keys, strip_prefixes
+from recur.interop import convert as interop_convert
+from recur.interop import map_keys, strip_prefixes
+
+
+def convert_trm_reference(src, dst, overrides=(), seq_len=None, task="sudoku"):
+    return interop_convert("trm-reference", src, dst, overrides, seq_len=seq_len, task=task)
+
+
+def map_trm_keys(sd):
+    return map_keys(sd, "trm-reference")
 
 FIXTURE = Path(__file__).parent / "fixtures" / "trm_reference"
 STEPS = 3
@@ -88,7 +97,7 @@ def test_converted_model_reproduces_reference(variant, tmp_path):
     pred = model.predict(inputs, ids, steps=STEPS)
     assert torch.equal(pred.tokens, exp["logits"][-1].argmax(-1))
     assert (pred.steps == STEPS).all()
-    torch.testing.assert_close(pred.q_halt, exp["q_halt"], **TOL)
+    torch.testing.assert_close(pred.halt_score, exp["q_halt"], **TOL)  # TRM halting score = q_halt
 
 
 @pytest.mark.parametrize("variant", ["attn_rope", "mlp_t"])
@@ -224,13 +233,13 @@ def test_cli_rejects_an_hrm_config(tmp_path, capsys, arch_name):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_rejects_q_continue_halting(tmp_path, capsys):
+def test_q_continue_halting_maps_to_q_learning(tmp_path):
     shutil.copy(src("attn_rope"), tmp_path / "step_10")
     cfg = yaml.safe_load((FIXTURE / "attn_rope" / "all_config.yaml").read_text())
     cfg["arch"]["no_ACT_continue"] = False
     (tmp_path / "all_config.yaml").write_text(yaml.safe_dump(cfg))
-    assert_one_line_error(capsys, cli_convert(tmp_path / "step_10", tmp_path / "out", "--seq-len", "81"),
-                          "no_ACT_continue")
+    convert_trm_reference(tmp_path / "step_10", tmp_path / "out", seq_len=81)
+    assert recur.load(tmp_path / "out", device="cpu").cfg.recursion.act == "q_learning"
 
 
 # --- key mapping --------------------------------------------------------------------------------

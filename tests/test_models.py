@@ -55,13 +55,20 @@ def test_gradients_only_through_last_cycle(T, n):
     assert all(p.grad is not None for n_, p in model.net.named_parameters())
 
 
-def test_one_step_gradient_option():
-    model = build_model(tiny_model_cfg(T=2, n=3), INFO)
-    flags = []
-    orig = model.net.forward
-    model.net.forward = lambda h, inj, rope: (flags.append(torch.is_grad_enabled()), orig(h, inj, rope))[1]
-    model(model.init_state(1), torch.randint(1, 6, (1, 16)), torch.zeros(1, dtype=torch.long), n_grad=2)
-    assert flags == [False] * 6 + [True] * 2
+def test_one_step_gradient_and_separate_nets():
+    """HRM's schedule: L,L,H,L,L,H with gradients only through the final L and H updates."""
+    model = build_model(tiny_model_cfg(T=2, n=2, grad="one_step", separate_nets=True), INFO)
+    calls = []
+    for name in ("net", "net_y"):
+        orig = getattr(model, name).forward
+        getattr(model, name).forward = (lambda o, nm: lambda h, inj, rope: (
+            calls.append((nm, torch.is_grad_enabled())), o(h, inj, rope))[1])(orig, name)
+    _, out = model(model.init_state(1), torch.randint(1, 6, (1, 16)), torch.zeros(1, dtype=torch.long))
+    assert [c[0] for c in calls] == ["net", "net", "net_y"] * 2
+    assert [c[1] for c in calls] == [False] * 4 + [True] * 2
+    out.logits.sum().backward()
+    assert all(p.grad is not None for p in model.net_y.parameters())
+    assert all(p.grad is not None for p in model.net.parameters())
 
 
 def test_embedding_scale_prefix_and_puzzle_rows():
@@ -134,12 +141,49 @@ def test_step_loss_per_sequence_mean_sum_and_halt_target():
     logits[0, [0, 1, 2], [1, 2, 3]] = 3.0  # row 0 exactly right
     logits[1, 0, 1] = 3.0  # row 1: one of two supervised tokens right
     q = torch.tensor([0.3, -0.2], requires_grad=True)
-    out = step_loss(logits, q, labels, torch.tensor([True, True]), "softmax", True, 0.5)
+    out = step_loss(logits, q, -q, labels, torch.tensor([True, True]), "softmax", "halt", 0.5)
     assert out.exact.tolist() == [True, False]
     torch.testing.assert_close(out.token_acc, torch.tensor([1.0, 0.5]))
     ce = token_ce(logits, labels, "softmax")
     lm = ce[0].mean() + ce[1, :2].mean()
     bce = torch.nn.functional.binary_cross_entropy_with_logits(q, torch.tensor([1.0, 0.0]), reduction="sum")
     torch.testing.assert_close(out.total, lm + 0.5 * bce)
-    only_first = step_loss(logits, q, labels, torch.tensor([True, False]), "softmax", False, 0.5)
+    only_first = step_loss(logits, q, -q, labels, torch.tensor([True, False]), "softmax", "off", 0.5)
     torch.testing.assert_close(only_first.total, ce[0].mean())
+    target = torch.tensor([0.9, 0.2])
+    with_cont = step_loss(logits, q, -q, labels, torch.tensor([True, True]), "softmax", "q_learning", 0.5, target)
+    cont = torch.nn.functional.binary_cross_entropy_with_logits(-q, target, reduction="sum")
+    torch.testing.assert_close(with_cont.total, lm + 0.5 * (bce + cont))
+
+
+def test_hrm_settings_give_the_reference_parameter_count():
+    """HRM = TRM with separate 4-layer nets: 27,275,266 parameters on Sudoku, as the reference."""
+    m = build_model(ModelConfig(separate_nets=True, grad="one_step", layers=4, T=2, n=2, prefix_len=1),
+                    {"vocab_size": 11, "seq_len": 81, "num_puzzle_ids": 1})
+    assert sum(p.numel() for n, p in m.named_parameters() if not n.startswith("puzzle_emb")) == 27_275_266
+
+
+def test_single_z_keeps_one_latent():
+    model = build_model(tiny_model_cfg(single_z=True, T=2, n=2), INFO)
+    state = model.init_state(3)
+    assert len(state) == 1 and "y_init" not in model.state_dict()
+    injections = []
+    orig = model.net.forward
+    model.net.forward = lambda h, inj, rope: (injections.append(inj if isinstance(inj, int) else "x"),
+                                              orig(h, inj, rope))[1]
+    new, out = model(state, torch.randint(1, 6, (3, 16)), torch.zeros(3, dtype=torch.long))
+    assert injections == ["x", "x", 0] * 2  # z <- net(z, x) n times, then z <- net(z)
+    assert len(new) == 1 and out.logits.shape == (3, 16, 6)
+
+
+def test_transformer_baseline_is_one_pass_of_distinct_layers():
+    model = build_model(tiny_model_cfg(arch="transformer", layers=5), INFO)
+    assert model.net_calls == 1 and len(model.net.layers) == 5
+    flags = []
+    for layer in model.net.layers:
+        orig = layer.forward
+        layer.forward = (lambda o: lambda h, rope: (flags.append(torch.is_grad_enabled()), o(h, rope))[1])(orig)
+    new, out = model(model.init_state(2), torch.randint(1, 6, (2, 16)), torch.zeros(2, dtype=torch.long))
+    assert flags == [True] * 5 and len(new) == 1
+    out.logits.sum().backward()
+    assert all(p.grad is not None for p in model.net.parameters())

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from recur.config import RecursionConfig
-from recur.recursion import Carry, DeepSupervision, StepOutput, halt_decision, infer, unroll
+from recur.recursion import Carry, DeepSupervision, StepOutput, halt_decision, halt_score, infer, unroll
 
 
 class Mock(nn.Module):
@@ -43,17 +43,21 @@ def test_unroll_splits_no_grad_and_grad():
     assert seen == [False] * 4 + [True] * 3
 
 
-def test_halt_decision_rules():
+def test_halting_scores_and_decision_rules():
+    q_halt, q_cont = torch.tensor([-1.0, 1.0, -1.0, 1.0, 1.0]), torch.tensor([-2.0, 2.0, 0.0, 0.0, 0.0])
+    out = StepOutput(logits=torch.zeros(5, 1, 1), q_halt=q_halt, q_continue=q_cont)
+    assert torch.equal(halt_score(out, "halt"), q_halt)
+    assert torch.equal(halt_score(out, "q_learning"), q_halt - q_cont)  # HRM: halt when q_halt > q_continue
     steps = torch.tensor([1, 3, 16, 2, 5])
-    q = torch.tensor([-1.0, 1.0, -1.0, 1.0, 1.0])
-    assert halt_decision(steps, q, 16, act=True).tolist() == [False, True, True, True, True]
-    assert halt_decision(steps, q, 16, act=False).tolist() == [False, False, True, False, False]
+    assert halt_decision(steps, halt_score(out, "halt"), 16).tolist() == [False, True, True, True, True]
+    assert halt_decision(steps, halt_score(out, "q_learning"), 16).tolist() == [True, False, True, True, True]
+    assert halt_decision(steps, halt_score(out, "off"), 16).tolist() == [False, False, True, False, False]
     u = torch.tensor([0.0, 0.0, 0.0, 0.9, 0.05])  # rows 0,1,2,4 explore (u < 0.1)
     m = torch.tensor([4, 4, 4, 9, 5], dtype=torch.int32)
-    got = halt_decision(steps, q, 16, True, u, m, 0.1)
+    got = halt_decision(steps, q_halt, 16, u, m, 0.1)
     # row 1 wants to halt at 3 but must reach 4; row 2 is at N_sup (16 >= 4); row 4 reached its minimum 5
     assert got.tolist() == [False, False, True, True, True]
-    assert halt_decision(torch.tensor([1]), torch.tensor([5.0]), 1, True).tolist() == [True]
+    assert halt_decision(torch.tensor([1]), torch.tensor([-5.0]), 1).tolist() == [True]
 
 
 def test_streaming_refills_exactly_the_halted_rows():
@@ -93,7 +97,7 @@ def test_per_batch_schedule_waits_for_all_rows_and_freezes_halted_ones():
 
 
 def test_per_batch_loss_excludes_halted_rows():
-    cfg = RecursionConfig(n_sup=5, exploration=0.0, schedule="per_batch", act=False)
+    cfg = RecursionConfig(n_sup=5, exploration=0.0, schedule="per_batch", act="off")
     eng = DeepSupervision(cfg, 2, 0, 0)
     model = Mock()
     carry = eng.empty_carry(model, batch([1, 1]))
@@ -132,13 +136,13 @@ def test_infer_runs_all_steps_or_halts_adaptively():
     b = batch([1, 3, 20])
     full = infer(model, b["inputs"], b["puzzle_ids"], n_sup=5, halt="none")
     assert full.steps.tolist() == [5, 5, 5] and model.rows_seen == [3] * 5
-    assert full.per_step.shape == (5, 3, 2) and full.q_halt.shape == (5, 3)
+    assert full.per_step.shape == (5, 3, 2) and full.halt_score.shape == (5, 3)
     model.rows_seen.clear()
     ada = infer(model, b["inputs"], b["puzzle_ids"], n_sup=5, halt="adaptive")
     assert ada.steps.tolist() == [1, 3, 5]  # never beyond N_sup
     assert model.rows_seen == [3, 2, 2, 1, 1]  # halted rows are not computed again
     # a halted row's answer and halting logit stay frozen
-    assert torch.equal(ada.q_halt[1:, 0], ada.q_halt[0, 0].expand(4))
+    assert torch.equal(ada.halt_score[1:, 0], ada.halt_score[0, 0].expand(4))
 
 
 def test_carry_round_trips_through_a_dict():
@@ -146,3 +150,30 @@ def test_carry_round_trips_through_a_dict():
               puzzle_ids=torch.zeros(2), steps=torch.tensor([1, 2]), halted=torch.tensor([True, False]))
     d = Carry.from_dict(c.to_dict())
     assert all(torch.equal(a, b) for a, b in zip(d.state, c.state)) and torch.equal(d.steps, c.steps)
+
+
+def test_q_learning_target_uses_one_extra_forward_on_the_new_state():
+    cfg = RecursionConfig(n_sup=3, exploration=0.0, act="q_learning")
+    eng = DeepSupervision(cfg, 2, 0, seed=0)
+    model = Mock()
+    b = batch([5, 5])  # never wants to halt before N_sup
+    carry = eng.empty_carry(model, b)
+    losses = []
+    for _ in range(3):
+        carry, loss, m = eng.step(model, carry, b if carry.halted.all() else None)
+        losses.append(loss)
+    assert model.rows_seen == [2] * 6  # two forwards per training step
+    # hand-made target for step 1: the next forward sees h=2, q' = (2 - 5 + 0.5)*10 = -25, q_cont' = 25
+    q_cont_step1 = torch.full((2,), -(1 - 5 + 0.5) * 10)
+    target = torch.sigmoid(torch.maximum(torch.tensor(-25.0), torch.tensor(25.0))).expand(2)
+    want = torch.nn.functional.binary_cross_entropy_with_logits(q_cont_step1, target, reduction="sum")
+    torch.testing.assert_close(losses[0].cont, want)
+    # at the last step (steps = N_sup) the target is the next q_halt alone: sigmoid((4-5+0.5)*10)
+    q_cont_step3 = torch.full((2,), -(3 - 5 + 0.5) * 10)
+    want3 = torch.nn.functional.binary_cross_entropy_with_logits(
+        q_cont_step3, torch.sigmoid(torch.tensor(-5.0)).expand(2), reduction="sum")
+    torch.testing.assert_close(losses[2].cont, want3)
+    model.eval()
+    model.rows_seen.clear()
+    eng.step(model, eng.empty_carry(model, b), b)
+    assert model.rows_seen == [2]  # no extra forward outside training

@@ -156,3 +156,14 @@ def test_tensorboard_without_the_package_is_a_clear_error(baseline, tmp_path):
     with pytest.raises(RecurError, match="pip install 'recur\\[tensorboard\\]'"):
         Trainer(micro(tmp_path, "train.tensorboard=true"), tmp_path / "run", say=lambda m: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_time_limit_stops_early_with_a_final_evaluation_and_checkpoint(baseline, tmp_path):
+    tmp, _ = baseline
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    run = tmp_path / "run"
+    summary = Trainer(micro(tmp_path, "train.steps=100000", "train.time_limit=0.02", "train.eval_every=0",
+                            "train.ckpt_every=0"), run, say=lambda m: None).fit()
+    assert 1 <= summary["step"] < 100000 and summary["train_s"] >= 1.2
+    assert summary["eval"]["step"] == summary["step"]
+    assert [p.name for p in list_checkpoints(run)] == [f"step_{summary['step']:07d}"]

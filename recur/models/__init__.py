@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from ..config import ModelConfig
+from .transformer import Transformer
 from .trm import TRM
 
-REGISTRY = {"trm": TRM}
+REGISTRY = {"trm": TRM, "transformer": Transformer}
 
 
 def build_model(cfg: ModelConfig, info: dict, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

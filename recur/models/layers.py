@@ -124,3 +124,17 @@ class Block(nn.Module):
             ht = h.transpose(1, 2)  # [B, D, S]: mix tokens, normalize over tokens
             h = rms_norm(ht + self.mix(ht), self.eps).transpose(1, 2)
         return rms_norm(h + self.mlp(h), self.eps)
+
+
+class Stack(nn.Module):
+    """`layers` blocks applied in turn after input injection: stack(h, inj) = blocks(h + inj)."""
+
+    def __init__(self, width: int, heads: int, expansion: float, seq_len: int, mlp_t: bool, eps: float, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(width, heads, expansion, seq_len, mlp_t, eps) for _ in range(layers))
+
+    def forward(self, h: torch.Tensor, inj, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        h = h + inj
+        for layer in self.layers:
+            h = layer(h, rope)
+        return h

@@ -45,3 +45,8 @@ class Task:
     def verify(self, inputs: np.ndarray, answer: np.ndarray, info: dict) -> bool:
         """Whether `answer` tokens legally solve `inputs` (may differ from the stored label)."""
         raise NotImplementedError
+
+    def score(self, inputs: np.ndarray, labels: np.ndarray, answers: np.ndarray, info: dict) -> dict[str, np.ndarray]:
+        """Task metrics beyond exact/token accuracy for a batch [B, L]: {name: float [B]}, NaN where a
+        metric does not apply to an example. Evaluation reports the mean over examples where it applies."""
+        return {}

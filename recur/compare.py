@@ -1,0 +1,141 @@
+"""Train several configurations on one task under one budget, and compare them.
+
+A comparison spec is a TOML file (shipped ones live in recur/comparisons/):
+
+    description = "TRM vs HRM vs transformers on 6x6 Sudoku, CPU"
+    base = "quickstart"                 # every arm starts from this preset...
+    shared = ["train.steps=900"]        # ...plus these settings: the common budget
+    seeds = [0]                         # each arm is trained once per seed
+    [arms]                              # name = its own settings, in table order
+    trm = []
+    hrm = ["model.separate_nets=true", "model.grad=one_step", "recursion.act=q_learning"]
+
+`recur compare SPEC [key=value ...]` trains every arm and seed into
+runs/compare-<name>-<time>/<arm>-s<seed>/ and writes table.md, results.json and per_step.png
+(exact accuracy after each supervision step, and against net calls per example) beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from .config import load_config, preset_path, read_toml
+from .errors import RecurError
+from .plots import have_matplotlib
+from .train import Trainer
+
+COMPARISON_DIR = Path(__file__).parent / "comparisons"
+
+
+def list_comparisons() -> dict[str, str]:
+    return {p.stem: read_toml(p).get("description", "") for p in sorted(COMPARISON_DIR.glob("*.toml"))}
+
+
+def load_spec(name: str) -> dict:
+    path = Path(name) if name.endswith(".toml") or "/" in name else COMPARISON_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise RecurError(f"unknown comparison '{name}' (shipped: {', '.join(list_comparisons())}; or give a .toml file)")
+    spec = read_toml(path)
+    unknown = set(spec) - {"description", "base", "shared", "seeds", "arms"}
+    if unknown:
+        raise RecurError(f"comparison {path}: unknown keys {', '.join(sorted(unknown))} "
+                         f"(valid: description, base, shared, seeds, arms)")
+    arms = spec.get("arms")
+    if not isinstance(arms, dict) or not arms or not all(isinstance(v, list) for v in arms.values()):
+        raise RecurError(f"comparison {path}: [arms] must map each arm name to a list of key=value settings")
+    preset_path(spec.get("base", "quickstart"))  # fails early on a bad preset name
+    return {"name": path.stem, "base": spec.get("base", "quickstart"), "shared": list(spec.get("shared", [])),
+            "seeds": list(spec.get("seeds", [0])), "arms": arms, "description": spec.get("description", "")}
+
+
+def arm_row(summary: dict, trainer: Trainer) -> dict:
+    """What the table reports about one trained arm."""
+    cfg, model, ev = trainer.cfg, trainer.model, summary["eval"]
+    calls = model.net_calls
+    train_records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in train_records if r["kind"] == "train"]
+    # training: supervision steps per example (halted rows) x net calls, x2 for the Q-learning target forward
+    train_steps = statistics.fmean(r["mean_steps"] for r in train[len(train) // 2:]) if train else 0.0
+    extra = 2 if cfg.recursion.act == "q_learning" else 1
+    return {"params": summary["params"], "exact": ev["exact_accuracy"], "token": ev["token_accuracy"],
+            "exact_adaptive": ev["exact_adaptive"], "steps_adaptive": ev["mean_steps_adaptive"],
+            "net_calls_eval": cfg.recursion.n_sup * calls, "net_calls_adaptive": ev["mean_steps_adaptive"] * calls,
+            "layer_passes_eval": cfg.recursion.n_sup * calls * cfg.model.layers,
+            "net_calls_train": train_steps * calls * extra, "train_s": summary["train_s"], "steps": summary["step"],
+            "exact_per_step": ev["exact_per_step"], "net_calls_per_step": calls, "task": ev["task"]}
+
+
+def run(name: str, overrides: list[str] = (), out_dir: str = "runs", say=print) -> Path:
+    """Train every arm of comparison `name`; returns the comparison directory."""
+    spec = load_spec(name)
+    root = Path(out_dir) / f"compare-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # check every arm's settings before training anything
+    configs = {(arm, seed): load_config(spec["base"], spec["shared"] + sets + [f"seed={seed}"] + list(overrides) +
+                                        [f"train.out_dir={root}", f"train.run_name={arm}-s{seed}"])
+               for arm, sets in spec["arms"].items() for seed in spec["seeds"]}
+    rows: dict[str, list[dict]] = {}
+    for (arm, seed), cfg in configs.items():
+        say(f"== {arm} (seed {seed}) ==")
+        trainer = Trainer(cfg, Path(cfg.train.out_dir) / cfg.train.run_name, preset=spec["base"], say=say)
+        rows.setdefault(arm, []).append(arm_row(trainer.fit(), trainer))
+    (root / "results.json").write_text(json.dumps({"spec": spec, "overrides": list(overrides), "arms": rows}, indent=1))
+    table = render_table(spec, rows)
+    (root / "table.md").write_text(table + "\n")
+    say("\n" + table)
+    plot = per_step_plot(root, rows)
+    say(f"\nresults: {root / 'table.md'}" + (f"\nplot:    {plot}" if plot else ""))
+    return root
+
+
+def _mean(rows: list[dict], key: str, fmt: str) -> str:
+    values = [r[key] for r in rows]
+    text = format(statistics.fmean(values), fmt)
+    return text if len(values) == 1 else f"{text} ({format(min(values), fmt)}–{format(max(values), fmt)})"
+
+
+def render_table(spec: dict, rows: dict[str, list[dict]]) -> str:
+    """A markdown table: one line per arm (means over seeds, with min–max when there are several)."""
+    task_keys = sorted({k for rs in rows.values() for r in rs for k in r["task"]})
+    head = (["arm", "params", "exact (all steps)", "exact (adaptive)", "steps (adaptive)"] + task_keys +
+            ["net calls/example (eval)", "layer passes/example (eval)", "net calls/example (train)", "train s"])
+    lines = [f"{spec['description']} — seeds {spec['seeds']}", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for arm, rs in rows.items():
+        for r in rs:
+            r.update({f"task:{k}": r["task"].get(k, float("nan")) for k in task_keys})
+        cells = [arm, f"{rs[0]['params']:,}", _mean(rs, "exact", ".3f"), _mean(rs, "exact_adaptive", ".3f"),
+                 _mean(rs, "steps_adaptive", ".1f")] + [_mean(rs, f"task:{k}", ".3f") for k in task_keys] + [
+                 str(rs[0]["net_calls_eval"]), str(rs[0]["layer_passes_eval"]), _mean(rs, "net_calls_train", ".0f"),
+                 _mean(rs, "train_s", ".0f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def per_step_plot(root: Path, rows: dict[str, list[dict]]) -> Path | None:
+    """Exact accuracy after each supervision step, per arm: against the step and against net calls."""
+    if not have_matplotlib():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    for arm, rs in rows.items():
+        curve = [statistics.fmean(v) for v in zip(*(r["exact_per_step"] for r in rs))]
+        steps = range(1, len(curve) + 1)
+        ax[0].plot(steps, curve, "o-", label=arm)
+        ax[1].plot([s * rs[0]["net_calls_per_step"] for s in steps], curve, "o-", label=arm)
+    ax[0].set(title="test exact accuracy per supervision step", xlabel="supervision step", ylim=(0, 1.02))
+    ax[1].set(title="... against net calls per example", xlabel="net calls per example", xscale="log", ylim=(0, 1.02))
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend()
+    fig.tight_layout()
+    out = root / "per_step.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,89 @@
+"""What every puzzle model shares: embeddings in, heads out, fixed initial states.
+
+x = sqrt(D) * [prefix tokens | token embeddings] (+ learned positions), where prefix token 0..P-1
+carry the per-puzzle embedding (or zeros). Answers are read as logits = head(h)[:, P:] and the
+halting logits as q_head(h[:, 0]). Subclasses define the state and `forward` (one supervision step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..recursion import StepOutput
+from .layers import Linear, Stack, rope_tables, trunc_normal_
+
+
+class PuzzleModel(nn.Module):
+    """Shared I/O. `states` names the fixed random vectors each state tensor starts from."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int, dtype: torch.dtype,
+                 states: tuple[str, ...]):
+        super().__init__()
+        self.cfg, self.dtype, self.states = cfg, dtype, states
+        D, P = cfg.hidden, cfg.prefix_len
+        self.prefix_len, self.length = P, P + seq_len
+        self.embed_scale = math.sqrt(D)
+        # token embedding std 1/sqrt(D), scaled back up by sqrt(D) at use
+        self.embed = nn.Parameter(trunc_normal_(torch.empty(vocab_size, D), std=1 / self.embed_scale))
+        # per-puzzle vectors, zero-initialised; trained by sign-SGD (recur.optim), outside the EMA
+        self.puzzle_emb = (nn.Parameter(torch.zeros(num_puzzle_ids, cfg.puzzle_emb_dim))
+                           if cfg.puzzle_emb_dim > 0 else None)
+        self.pos_emb = (nn.Parameter(trunc_normal_(torch.empty(self.length, D), std=1 / self.embed_scale))
+                        if cfg.pos == "learned" else None)
+        if cfg.pos == "rope":
+            cos, sin = rope_tables(D // cfg.heads, self.length, cfg.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.head = Linear(D, vocab_size)
+        self.q_head = Linear(D, 2, bias=True)
+        with torch.no_grad():  # nothing halts early in training until the head has learned something
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+        for name in states:  # fixed random initial states (saved, never trained)
+            self.register_buffer(name, trunc_normal_(torch.empty(D), std=1.0))
+
+    def stack(self) -> Stack:
+        """A fresh stack of `layers` blocks of this model's shape."""
+        c = self.cfg
+        return Stack(c.hidden, c.heads, c.expansion, self.length, c.mixer == "mlp_t", c.norm_eps, c.layers)
+
+    @property
+    def rope(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return (self.rope_cos, self.rope_sin) if self.cfg.pos == "rope" else None
+
+    def init_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        shape = (batch_size, self.length, self.cfg.hidden)
+        return tuple(getattr(self, n).to(self.dtype).expand(shape).clone() for n in self.states)
+
+    def reset_state(self, state, mask: torch.Tensor):
+        """Rows where mask [B] is set start again from the initial state."""
+        m = mask.view(-1, 1, 1)
+        return tuple(torch.where(m, getattr(self, n).to(s.dtype), s) for s, n in zip(state, self.states))
+
+    @torch.compiler.disable  # sparse gradients stay outside compiled graphs
+    def _puzzle_rows(self, puzzle_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(puzzle_ids.long(), self.puzzle_emb, sparse=self.training)
+
+    def embed_input(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> torch.Tensor:
+        """x: tokens [B, L] (+ puzzle ids [B]) -> [B, P+L, D], scaled by sqrt(D)."""
+        x = F.embedding(inputs.long(), self.embed.to(self.dtype))
+        if self.prefix_len:
+            B, D = inputs.shape[0], self.cfg.hidden
+            prefix = x.new_zeros(B, self.prefix_len * D)
+            if self.puzzle_emb is not None:
+                rows = self._puzzle_rows(puzzle_ids).to(self.dtype)  # [B, puzzle_emb_dim]
+                prefix = torch.cat((rows, prefix[:, rows.shape[1]:]), dim=1)
+            x = torch.cat((prefix.view(B, self.prefix_len, D), x), dim=1)
+        if self.pos_emb is not None:
+            x = 0.707106781 * (x + self.pos_emb.to(self.dtype))  # keeps the variance of a sum of two
+        return self.embed_scale * x
+
+    def readout(self, h: torch.Tensor) -> StepOutput:
+        """Answer logits [B, L, V] from the puzzle positions, halting logits from position 0."""
+        q = self.q_head(h[:, 0]).float()  # [B, 2]
+        return StepOutput(logits=self.head(h)[:, self.prefix_len:], q_halt=q[:, 0], q_continue=q[:, 1])

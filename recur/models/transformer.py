@@ -1,0 +1,29 @@
+"""The non-recursive baseline: a plain transformer trained by the same engine.
+
+`layers` distinct blocks, applied once per supervision step to the carried answer:
+y <- blocks(y + x), everything with gradients (the reference's `transformers_baseline`).
+Matching a TRM's effective depth means layers = T*(n+1)*layers_TRM; matching its parameter
+count means layers = layers_TRM (see the comparison presets).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import ModelConfig
+from .base import PuzzleModel
+
+
+class Transformer(PuzzleModel):
+    """State (y,), [B, P+L, D]."""
+
+    net_calls = 1
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__(cfg, vocab_size, seq_len, num_puzzle_ids, dtype, ("y_init",))
+        self.net = self.stack()
+
+    def forward(self, state, inputs: torch.Tensor, puzzle_ids: torch.Tensor):
+        y = self.net(state[0], self.embed_input(inputs, puzzle_ids), self.rope)
+        return (y.detach(),), self.readout(y)
