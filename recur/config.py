@@ -1,8 +1,9 @@
 """The run configuration: typed dataclasses, presets and `key=value` overrides.
 
 Every field has a default (the reference TRM recipe where one exists) and a docstring (the
-string literal under it). Presets are TOML files that list only what they change; dotted
-overrides such as `model.hidden=128` are applied on top. An unknown key, a wrong type or a
+string literal under it). Presets are TOML files that list only what they change (from the
+defaults, or from the preset they name in `extends`); dotted overrides such as
+`model.hidden=128` are applied on top. An unknown key, a wrong type or a
 value outside a field's choices is a RecurError naming the key and the valid options.
 
 Glossary (paper symbol -> recur name -> reference TRM/HRM name):
@@ -473,12 +474,19 @@ def preset_path(name: str) -> Path:
     return path
 
 
+def preset_settings(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's settings as a nested dict, after those of the preset it `extends` (if any)."""
+    if name in _seen:
+        raise RecurError(f"presets extend each other in a loop: {' -> '.join(_seen + (name,))}")
+    data = read_toml(preset_path(name))
+    data.pop("description", None)
+    parent = data.pop("extends", None)
+    return _merge(preset_settings(parent, _seen + (name,)), data) if parent else data
+
+
 def load_config(preset: str | None = None, overrides: list[str] = ()) -> RunConfig:
-    """Dataclass defaults <- preset file <- `key=value` overrides, validated."""
-    data: dict[str, Any] = {}
-    if preset:
-        data = read_toml(preset_path(preset))
-        data.pop("description", None)
+    """Dataclass defaults <- preset file (<- the preset it extends) <- `key=value` overrides, validated."""
+    data: dict[str, Any] = preset_settings(preset) if preset else {}
     for a in overrides:
         data = override(data, a)
     cfg = from_dict(RunConfig, data)

@@ -71,6 +71,7 @@ def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.dev
 
 def show(task, info: dict, inputs: np.ndarray, answer: np.ndarray, steps: int, label: np.ndarray | None) -> str:
     """A puzzle, the model's answer and whether it is right, side by side."""
+    answer = np.where(inputs == 0, 0, answer)  # positions that are padding in the puzzle are not part of it
     left = task.render(inputs, info).splitlines()
     right = task.render(answer, info).splitlines()
     width = max(len(line) for line in left)

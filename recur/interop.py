@@ -115,8 +115,9 @@ def _settings(kind: str, arch: dict, weights: dict[str, torch.Tensor]) -> dict[s
         if _layers(weights, "net_y") != out["model.layers"]:
             raise RecurError(f"the H and L modules have {_layers(weights, 'net_y')} and {out['model.layers']} layers; "
                              "recur's separate nets have one depth")
+        # the reference HRM's defaults where they differ from TRM's (config/arch/hrm_v1.yaml); a yaml overrides them
         out.update({"model.separate_nets": True, "model.grad": "one_step", "recursion.act": "q_learning",
-                    "optim.ema": False})
+                    "optim.ema": False, "model.T": 2, "model.n": 2})
     elif arch.get("no_ACT_continue", True) is False:
         out["recursion.act"] = "q_learning"
     table = {"num_heads": "model.heads", "expansion": "model.expansion", "H_cycles": "model.T", "L_cycles": "model.n",
@@ -168,8 +169,10 @@ def convert(kind: str, src: Path, dst: Path, overrides: list[str] = (), seq_len:
         given = {o.split("=", 1)[0] for o in overrides}
         if "pos_emb" in weights and seq_len and "model.prefix_len" not in given:
             settings["model.prefix_len"] = weights["pos_emb"].shape[0] - seq_len  # positions cover prefix + puzzle
+        told = {"model.pos"} if "pos_emb" in weights else set()  # the weights show these
+        told |= {"model.prefix_len"} if kind == "hrm-reference" else set()  # an HRM's prefix is ceil(ndim/D)
         assumed = [k for k in ("model.heads", "model.T", "model.n", "model.pos", "model.prefix_len")
-                   if k not in given and not (k == "model.pos" and settings[k] == "learned")]
+                   if k not in given | told]
         notes.append(f"no all_config.yaml beside {src}: assumed the reference defaults for "
                      f"{', '.join(assumed)}; pass model.*=... if that run used others")
     cfg = load_config(None, [f"{k}={v}" for k, v in settings.items()] + list(overrides))

@@ -75,3 +75,17 @@ def test_every_preset_builds_and_runs_a_step(name):
 def test_describe_lists_every_leaf_key():
     keys = {k for k, _, _ in describe()}
     assert {"model.hidden", "recursion.n_sup", "data.sudoku.size", "train.steps", "optim.lr"} <= keys
+
+
+def test_presets_can_extend_each_other(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text('description = "b"\n[model]\nhidden = 96\nT = 2\n')
+    child = tmp_path / "child.toml"
+    child.write_text(f'description = "c"\nextends = "{base}"\n[model]\nT = 4\n')
+    cfg = load_config(str(child), ["model.n=3"])
+    assert (cfg.model.hidden, cfg.model.T, cfg.model.n) == (96, 4, 3)
+    base.write_text(f'extends = "{child}"\n')
+    with pytest.raises(RecurError, match="loop"):
+        load_config(str(child))
+    nq = load_config("nqueens-cpu")
+    assert nq.data.task == "nqueens" and nq.model.hidden == load_config("quickstart").model.hidden

@@ -8,16 +8,18 @@ has m - 1 `o` cells. Every cell is supervised.
 
 Generator. Maze-Hard keeps 30x30 mazes with 30-50 % random walls whose shortest start-goal path has
 more than 110 moves. Walls here are as random: each cell is a wall with probability f, f uniform in
-[wall_min, wall_max] per maze. But with S and G uniform on the open cells only ~7e-5 of such mazes
-pass a 110-move filter (a random start has any cell 110 moves away ~5e-4 of the time): long paths
-need a wall density near the percolation threshold, where most mazes fall apart. So S and G are
-placed where the long paths are (a double sweep): a BFS from a random open cell R finds a farthest
-cell A, which ends a near-longest shortest path of R's component; a BFS from A finds the cells at
-least min_path moves away, and the other end is drawn uniformly among them (so path lengths spread
-from min_path up, as under a plain length filter); a coin decides which end is S. A maze is
-rejected when no such cell exists. Measured on 30x30 with min_path 110: ~0.6 % of random wall
-layouts pass (about 80x the plain filter), almost all with 35-45 % walls (the same skew a length
-filter on uniform S/G gives); 2000 mazes take ~25 s on two cores.
+[wall_min, wall_max] per maze. But with S and G uniform on the open cells only ~1.5e-5 of such mazes
+pass a 110-move filter (1 in ~70,000; a random start has some cell 110 moves away 1 time in ~2,000):
+long paths need a wall density near the percolation threshold, where most mazes fall apart. So S
+and G are placed where the long paths are (a double sweep): a BFS from a random open cell R finds a
+farthest cell A, which ends a near-longest shortest path of R's component; a BFS from A finds the
+cells at least min_path moves away, and the other end is drawn uniformly among them (so lengths
+spread from min_path up, as under a plain length filter); a coin decides which end is S. A maze is
+rejected when no such cell exists. Measured on 30x30 with min_path 110: 0.5 % of random wall
+layouts pass (~350x the plain filter); the kept mazes match a plain filter's in wall fraction (mean
+37 %, almost all 35-45 %) and path length (mean ~113 moves vs ~114, 99th percentile ~125); 2000
+mazes take ~3.5 s on two cores. Longer paths get rare fast: 0.12 % pass at min_path 120, 0.02 % at
+130 (2000 mazes in ~1.5 minutes), 0.002 % at 140.
 
 The BFS works on bit rows: each maze row is one uint64 (bit c = column c), so a step of a BFS over a
 whole batch of mazes is a few shifts and ands on [B, size] words; hence size <= 64.
@@ -25,11 +27,7 @@ whole batch of mazes is a few shifts and ands on [B, size] words; hence size <= 
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -38,6 +36,7 @@ import numpy as np
 from ..config import MazeData
 from ..errors import RecurError
 from .base import Split, Task
+from .common import DIHEDRAL_INVERSE, derive_seed, dihedral, dihedral_inverse, ordered_map, read_lines, subsample  # noqa: F401
 
 CHARS = "# SGo"
 """Token t (1..5) is CHARS[t - 1]."""
@@ -45,11 +44,9 @@ WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5
 VOCAB_SIZE = 6
 MAX_SIZE = 64
 CSV_HEADER = "source,q,a,rating"
-DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
-"""dihedral(dihedral(g, k), DIHEDRAL_INVERSE[k]) == g: quarter turns undo each other, reflections themselves."""
 
 _CHUNK = 16  # mazes per generation chunk: the unit of seeding, so output ignores the worker count
-_BATCH = 2048  # candidate wall layouts per numpy batch
+_BATCH = 2048  # candidate wall layouts per numpy batch, at most
 _BUDGET = 32 * _BATCH  # candidates a chunk may try before it gives up
 _PARALLEL_CELLS = 16_000  # count * size^2 from which a second process pays for its start
 _ONE = np.uint64(1)
@@ -239,42 +236,19 @@ def _candidates(rng: np.random.Generator, size: int, n: int, min_path: int, wall
     return inputs
 
 
-def _derive(seed: int, purpose: str) -> int:
-    """A 63-bit seed per purpose, so the streams of train, test and each chunk are independent."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
-
-
 def _generate_chunk(job: tuple) -> tuple[list[tuple[bytes, bytes, int]], int]:
     """Up to `want` mazes from chunk `index`'s own seed, and the candidates spent."""
     size, want, seed, index, min_path, wall_min, wall_max = job
-    rng = np.random.default_rng(_derive(seed, f"maze chunk {index}"))
-    found, total, spent = [], 0, 0
-    while total < want and spent < _BUDGET:
-        spent += _BATCH
-        found.append(_candidates(rng, size, _BATCH, min_path, wall_min, wall_max)[: want - total])
+    rng = np.random.default_rng(derive_seed(seed, f"maze chunk {index}"))
+    found, total, spent, batch = [], 0, 0, 64
+    while total < want and spent < _BUDGET:  # batches grow 64, 256, 1024, 2048: little waste when easy
+        spent += batch
+        found.append(_candidates(rng, size, batch, min_path, wall_min, wall_max)[: want - total])
         total += len(found[-1])
+        batch = min(4 * batch, _BATCH)
     inputs = np.concatenate(found)
     labels, moves = solve(inputs, size)
     return [(i.tobytes(), lab.tobytes(), int(m)) for i, lab, m in zip(inputs, labels, moves)], spent
-
-
-def _ordered(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
-    """fn(job) for each job in order, `workers` processes at a time; lazy, so callers may stop early."""
-    if workers <= 1:
-        yield from map(fn, jobs)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        try:
-            for job in jobs:
-                pending.append(pool.submit(fn, job))
-                if len(pending) > 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
 
 
 def generate(
@@ -312,10 +286,10 @@ def generate(
     seen = set(exclude or ())
     rows: list[tuple[bytes, bytes, int]] = []
     spent = 0
-    with closing(_ordered(_generate_chunk, jobs, workers)) as results:
+    with closing(ordered_map(_generate_chunk, jobs, workers)) as results:
         for made, tried in results:
             spent += tried
-            if not made:
+            if not made and not rows:  # a later empty chunk is bad luck at a low acceptance rate
                 raise RecurError(f"maze {size}x{size} generation: none of {tried} random mazes met {limits}; "
                                  "lower data.maze.min_path or change the wall fractions")
             for row in made:
@@ -342,7 +316,8 @@ _PROBLEMS = {
 }
 
 
-def _diagnose(inputs: np.ndarray, answers: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _diagnose(inputs: np.ndarray, answers: np.ndarray, size: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per example of [B, L] tokens: (problem: 0 = a shortest path, keys of _PROBLEMS, 4 = a longer
     path; the answer's moves; the shortest moves, -1 if unreachable or the maze is malformed)."""
     x = np.asarray(inputs).reshape(-1, size * size).astype(np.int64)
@@ -396,28 +371,11 @@ def shortest_path_length(tokens: np.ndarray, size: int) -> int:
 # --- symmetries -----------------------------------------------------------------------------------
 
 
-def dihedral(grid: np.ndarray, k: int) -> np.ndarray:
-    """The k-th (0..7) symmetry of the square grids on the last two axes: k % 4 quarter turns
-    (np.rot90), after a transpose when k >= 4. k = 0 is the identity."""
-    if not 0 <= k < 8:
-        raise ValueError(f"dihedral symmetry index must be 0..7, got {k}")
-    g = np.asarray(grid)
-    if k >= 4:
-        g = np.swapaxes(g, -1, -2)
-    return np.ascontiguousarray(np.rot90(g, k % 4, axes=(-2, -1)))
-
-
-def dihedral_inverse(grid: np.ndarray, k: int) -> np.ndarray:
-    """Undo dihedral(., k)."""
-    return dihedral(grid, DIHEDRAL_INVERSE[k])
-
-
 # --- text and files -------------------------------------------------------------------------------
 
 _LUT = np.zeros(256, np.uint8)  # byte -> token; 0 marks a character that is no cell
-for _t, _ch in enumerate(CHARS, 1):
-    _LUT[ord(_ch)] = _t
-_CHARS = np.array(list("?" + CHARS + "?" * 250))
+_LUT[np.frombuffer(CHARS.encode(), np.uint8)] = np.arange(WALL, PATH + 1)
+_CHARS = np.array(list("?" + CHARS + "?"))  # token (clipped to 0..6) -> character
 
 
 def render(tokens: np.ndarray, size: int) -> str:
@@ -553,15 +511,6 @@ def read_csv(path: str | Path, size: int | None = None) -> tuple[np.ndarray, np.
 # --- dataset --------------------------------------------------------------------------------------
 
 
-def _subsample(data: tuple[np.ndarray, ...], size: int, seed: int) -> tuple[np.ndarray, ...]:
-    """`size` rows drawn without replacement (file order kept); all rows when size is 0 or too big."""
-    rows = len(data[0])
-    if not 0 < size < rows:
-        return data
-    keep = np.sort(np.random.default_rng(seed).choice(rows, size, replace=False))
-    return tuple(column[keep] for column in data)
-
-
 def _symmetries(tokens: np.ndarray, size: int) -> np.ndarray:
     """Token rows [n, L] -> [n, 8, L]: the 8 dihedral images of each, the identity first."""
     grids = tokens.reshape(-1, size, size)
@@ -596,16 +545,16 @@ def build_splits(cfg: MazeData, seed: int) -> tuple[dict[str, Split], dict]:
         if getattr(cfg, key) < 0:
             raise RecurError(f"data.maze.{key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.train_csv:
-        train = _subsample(read_csv(cfg.train_csv, size), cfg.train_size, _derive(seed, "train rows"))
-        test = _subsample(read_csv(cfg.test_csv, size), cfg.test_size, _derive(seed, "test rows"))
+        train = subsample(read_csv(cfg.train_csv, size), cfg.train_size, derive_seed(seed, "train rows"))
+        test = subsample(read_csv(cfg.test_csv, size), cfg.test_size, derive_seed(seed, "test rows"))
     else:
         if cfg.train_size == 0:
             raise RecurError("data.maze.train_size must be > 0 for generated mazes (0 = all CSV rows)")
         limits = (cfg.min_path, cfg.wall_min, cfg.wall_max)
-        train = generate(size, cfg.train_size, _derive(seed, "train"), *limits)
+        train = generate(size, cfg.train_size, derive_seed(seed, "train"), *limits)
         # No test maze may be any symmetry of a training maze, augmented or not.
         seen = {row.tobytes() for row in _symmetries(train[0], size).reshape(-1, size * size)}
-        test = generate(size, cfg.test_size, _derive(seed, "test"), *limits, exclude=seen)
+        test = generate(size, cfg.test_size, derive_seed(seed, "test"), *limits, exclude=seen)
     splits = {"train": _split(*train, cfg.dihedral, size), "test": _split(*test, False, size)}
     info = {"vocab_size": VOCAB_SIZE, "seq_len": size * size, "num_puzzle_ids": 1, "size": size}
     return splits, info
@@ -625,13 +574,8 @@ class Maze(Task):
     def read_puzzles(self, path: Path, info: dict) -> list[str]:
         """The q column of a `source,q,a,rating` CSV; else lines of size * size characters, one maze
         each; else the whole file is one maze drawn one row per line."""
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except OSError as e:
-            raise RecurError(f"{path}: cannot read the maze file ({e.strerror})") from None
-        except UnicodeDecodeError:
-            raise RecurError(f"{path}: the maze file is not UTF-8 text") from None
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        lines = read_lines(path)
+        text = "\n".join(lines)
         numbered = [(n, ln) for n, ln in enumerate(lines, 1) if ln.strip()]
         if numbered and numbered[0][1].startswith("source,q,a"):
             mazes = []
@@ -652,6 +596,7 @@ class Maze(Task):
     def verify(self, inputs: np.ndarray, answer: np.ndarray, info: dict) -> bool:
         return is_shortest_path(inputs, answer, info["size"])
 
-    def score(self, inputs: np.ndarray, labels: np.ndarray, answers: np.ndarray, info: dict) -> dict[str, np.ndarray]:
+    def score(self, inputs: np.ndarray, labels: np.ndarray, answers: np.ndarray, info: dict
+              ) -> dict[str, np.ndarray]:
         valid = are_shortest_paths(inputs, answers, info["size"])
         return {"valid_shortest_path": valid.astype(np.float64)}

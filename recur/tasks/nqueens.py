@@ -7,7 +7,6 @@ few given queens can have several completions, so `score` also accepts any legal
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from pathlib import Path
 
@@ -16,10 +15,11 @@ import numpy as np
 from ..config import NQueensData
 from ..errors import RecurError
 from .base import Split, Task
+from .common import DIHEDRAL_INVERSE, derive_seed, read_lines  # noqa: F401
+from .common import dihedral as square_dihedral
 
 EMPTY, QUEEN = 1, 2
 MAX_SIZE = 12  # `solutions` enumerates and keeps every solution: 14,200 for 12x12
-DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)  # dihedral(dihedral(b, k), DIHEDRAL_INVERSE[k]) == b
 
 
 @cache
@@ -107,16 +107,12 @@ def generate(size: int, count: int, seed: int, min_given: int, max_given: int,
 
 
 def dihedral(board: np.ndarray, k: int) -> np.ndarray:
-    """Symmetry k (0..7) of row-major boards [..., size * size]: a transpose if k >= 4, then k % 4
-    quarter turns (np.rot90), in the order recur.tasks.maze uses. k = 0 is the identity."""
+    """Symmetry k (0..7, see recur.tasks.common.dihedral) of row-major boards [..., size * size]."""
     b = np.asarray(board)
     size = int(round(b.shape[-1] ** 0.5))
-    if not 0 <= k < 8 or size * size != b.shape[-1]:
-        raise ValueError(f"dihedral needs k in 0..7 and a square board, got k={k} and {b.shape[-1]} cells")
-    grid = b.reshape(*b.shape[:-1], size, size)
-    if k >= 4:
-        grid = np.swapaxes(grid, -1, -2)
-    return np.ascontiguousarray(np.rot90(grid, k % 4, axes=(-2, -1))).reshape(b.shape)
+    if size * size != b.shape[-1]:
+        raise ValueError(f"dihedral needs a square board, got {b.shape[-1]} cells")
+    return square_dihedral(b.reshape(*b.shape[:-1], size, size), k).reshape(b.shape)
 
 
 def _shared(boards: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -183,11 +179,6 @@ def parse_board(text: str, size: int) -> np.ndarray:
     return np.array(cells, np.uint8)
 
 
-def _derive(seed: int, purpose: str) -> int:
-    """A 63-bit seed per purpose, so the train and test streams are independent."""
-    return int.from_bytes(hashlib.sha256(f"nqueens:{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
-
-
 def _split(inputs: np.ndarray, labels: np.ndarray) -> Split:
     """inputs/labels [groups, members, L] -> a split where each group's first member is the base board."""
     n, k, cells = inputs.shape
@@ -210,9 +201,9 @@ def build_splits(cfg: NQueensData, seed: int) -> tuple[dict[str, Split], dict]:
     if cfg.test_size < 0:
         raise RecurError(f"data.nqueens.test_size must be >= 0, got {cfg.test_size}")
     given = (cfg.min_given, cfg.max_given)
-    inputs, labels = generate(size, cfg.train_size, _derive(seed, "train"), *given)
+    inputs, labels = generate(size, cfg.train_size, derive_seed(seed, "train"), *given)
     images = np.stack([dihedral(inputs, k) for k in range(8)], axis=1)  # [n, 8, L]
-    test = generate(size, cfg.test_size, _derive(seed, "test"), *given,
+    test = generate(size, cfg.test_size, derive_seed(seed, "test"), *given,
                     exclude={row.tobytes() for row in images.reshape(-1, size * size)})
     if cfg.dihedral:
         train = _split(images, np.stack([dihedral(labels, k) for k in range(8)], axis=1))
@@ -237,12 +228,7 @@ class NQueens(Task):
         """Non-blank, non-# lines in order; a board ends at its size*size-th cell, so it may sit on
         one line or span several (as `render` prints it)."""
         cells = info["size"] ** 2
-        try:
-            lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-        except OSError as e:
-            raise RecurError(f"{path}: cannot read the puzzle file ({e.strerror})") from None
-        except UnicodeDecodeError:
-            raise RecurError(f"{path}: the puzzle file is not UTF-8 text") from None
+        lines = read_lines(path)
         boards: list[str] = []
         part: list[str] = []
         have = start = 0

@@ -8,7 +8,6 @@ computation, so `score` reports exact accuracy per length.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from ..config import SortingData
 from ..errors import RecurError
 from .base import Split, Task
+from .common import derive_seed, read_lines
 
 _REDRAWS = 100  # rounds of redrawing sequences that hit `exclude` before giving up
 
@@ -109,11 +109,6 @@ def parse_sequence(text: str, info: dict) -> np.ndarray:
 # --- dataset --------------------------------------------------------------------------------------
 
 
-def _derive(seed: int, purpose: str) -> int:
-    """A 63-bit seed per purpose, so the train and test streams are independent."""
-    return int.from_bytes(hashlib.sha256(f"sorting:{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
-
-
 def _split(inputs: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> Split:
     """One split, each sequence its own puzzle and group."""
     n = len(inputs)
@@ -135,8 +130,8 @@ def build_splits(cfg: SortingData, seed: int) -> tuple[dict[str, Split], dict]:
         raise RecurError(f"data.sorting.train_size must be > 0, got {cfg.train_size}")
     if cfg.test_size < 0:
         raise RecurError(f"data.sorting.test_size must be >= 0, got {cfg.test_size}")
-    train = generate(cfg.train_size, _derive(seed, "train"), *shape)
-    test = generate(cfg.test_size, _derive(seed, "test"), *shape, exclude={row.tobytes() for row in train[0]})
+    train = generate(cfg.train_size, derive_seed(seed, "train"), *shape)
+    test = generate(cfg.test_size, derive_seed(seed, "test"), *shape, exclude={row.tobytes() for row in train[0]})
     info = {"vocab_size": cfg.values + 1, "seq_len": cfg.max_length, "num_puzzle_ids": 1,
             "min_length": cfg.min_length, "max_length": cfg.max_length, "values": cfg.values}
     return {"train": _split(*train), "test": _split(*test)}, info
@@ -155,12 +150,7 @@ class Sorting(Task):
 
     def read_puzzles(self, path: Path, info: dict) -> list[str]:
         """One sequence per line; blank lines and lines starting with # are skipped."""
-        try:
-            lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-        except OSError as e:
-            raise RecurError(f"{path}: cannot read the puzzle file ({e.strerror})") from None
-        except UnicodeDecodeError:
-            raise RecurError(f"{path}: the puzzle file is not UTF-8 text") from None
+        lines = read_lines(path)
         return [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
 
     def render(self, tokens: np.ndarray, info: dict) -> str:

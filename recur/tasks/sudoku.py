@@ -8,12 +8,9 @@ blank and 1..size for a digit.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from contextlib import closing
 from functools import cache
 from pathlib import Path
@@ -23,6 +20,7 @@ import numpy as np
 from ..config import SudokuData
 from ..errors import RecurError
 from .base import Split, Task
+from .common import derive_seed, ordered_map, read_lines, subsample
 
 BOX = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 """Box shape (rows, columns) per grid size."""
@@ -223,25 +221,6 @@ def _generate_chunk(job: tuple[int, ...]) -> tuple[list[tuple[bytes, bytes, int]
     return made, attempts
 
 
-def _ordered(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
-    """fn(job) for each job in order, `workers` processes at a time; lazy, so callers may stop early."""
-    if workers <= 1:
-        yield from map(fn, jobs)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        try:
-            for job in jobs:
-                pending.append(pool.submit(fn, job))
-                if len(pending) > 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
-
-
 def generate(
     size: int,
     count: int,
@@ -274,7 +253,7 @@ def generate(
     seen = set(exclude or ())
     rows: list[tuple[bytes, bytes, int]] = []
     attempts = 0
-    with closing(_ordered(_generate_chunk, jobs, workers)) as results:
+    with closing(ordered_map(_generate_chunk, jobs, workers)) as results:
         for made, spent in results:
             attempts += spent
             if not made:
@@ -512,20 +491,6 @@ def from_tokens(tokens: np.ndarray) -> np.ndarray:
 # --- dataset --------------------------------------------------------------------------------------
 
 
-def _derive(seed: int, purpose: str) -> int:
-    """A 63-bit seed per purpose, so train, test and augmentation streams are independent."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
-
-
-def _subsample(data: tuple[np.ndarray, ...], size: int, seed: int) -> tuple[np.ndarray, ...]:
-    """`size` rows drawn without replacement (file order kept); all rows when size is 0 or too big."""
-    rows = len(data[0])
-    if not 0 < size < rows:
-        return data
-    keep = np.sort(np.random.default_rng(seed).choice(rows, size, replace=False))
-    return tuple(column[keep] for column in data)
-
-
 def _split(puzzles: np.ndarray, solutions: np.ndarray, ratings: np.ndarray, k: int, size: int, seed: int
            ) -> Split:
     """Tokens and indices of one split; each puzzle is a group with k augmented copies after it."""
@@ -561,17 +526,17 @@ def build_splits(cfg: SudokuData, seed: int) -> tuple[dict[str, Split], dict]:
         if getattr(cfg, key) < 0:
             raise RecurError(f"data.sudoku.{key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.train_csv:
-        train = _subsample(read_csv(cfg.train_csv, size), cfg.train_size, _derive(seed, "train rows"))
-        test = _subsample(read_csv(cfg.test_csv, size), cfg.test_size, _derive(seed, "test rows"))
+        train = subsample(read_csv(cfg.train_csv, size), cfg.train_size, derive_seed(seed, "train rows"))
+        test = subsample(read_csv(cfg.test_csv, size), cfg.test_size, derive_seed(seed, "test rows"))
     else:
         if cfg.train_size == 0:
             raise RecurError("data.sudoku.train_size must be > 0 for generated puzzles (0 = all CSV rows)")
         limits = (cfg.givens, cfg.min_rating, cfg.max_rating)
-        train = generate(size, cfg.train_size, _derive(seed, "train"), *limits)
-        test = generate(size, cfg.test_size, _derive(seed, "test"), *limits,
+        train = generate(size, cfg.train_size, derive_seed(seed, "train"), *limits)
+        test = generate(size, cfg.test_size, derive_seed(seed, "test"), *limits,
                         exclude={p.tobytes() for p in train[0]})
     splits = {
-        "train": _split(*train, cfg.augmentations, size, _derive(seed, "augment")),
+        "train": _split(*train, cfg.augmentations, size, derive_seed(seed, "augment")),
         "test": _split(*test, 0, size, 0),
     }
     info = {"vocab_size": size + 2, "seq_len": size * size, "num_puzzle_ids": 1, "size": size}
@@ -591,12 +556,7 @@ class Sudoku(Task):
 
     def read_puzzles(self, path: Path, info: dict) -> list[str]:
         """Non-blank, non-# lines of a file, or the q column of a `source,q,a,rating` CSV."""
-        try:
-            lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-        except OSError as e:
-            raise RecurError(f"{path}: cannot read the puzzle file ({e.strerror})") from None
-        except UnicodeDecodeError:
-            raise RecurError(f"{path}: the puzzle file is not UTF-8 text") from None
+        lines = read_lines(path)
         numbered = [(n, ln.strip()) for n, ln in enumerate(lines, 1) if ln.strip()]
         if numbered and numbered[0][1].startswith("source,q,a"):
             puzzles = []

@@ -1,0 +1,76 @@
+"""Helpers the tasks share: derived seeds, subsampling, an ordered parallel map, the dihedral
+group of square grids, and reading a text file of puzzles."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RecurError
+
+DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
+"""dihedral(dihedral(g, k), DIHEDRAL_INVERSE[k]) == g: quarter turns undo each other, reflections themselves."""
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A 63-bit seed per purpose, so the streams of train, test, augmentation, each chunk... are independent."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
+
+
+def subsample(data: tuple[np.ndarray, ...], size: int, seed: int) -> tuple[np.ndarray, ...]:
+    """`size` rows drawn without replacement (file order kept); all rows when size is 0 or too big."""
+    rows = len(data[0])
+    if not 0 < size < rows:
+        return data
+    keep = np.sort(np.random.default_rng(seed).choice(rows, size, replace=False))
+    return tuple(column[keep] for column in data)
+
+
+def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
+    """fn(job) for each job in order, `workers` processes at a time; lazy, so callers may stop early."""
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        try:
+            for job in jobs:
+                pending.append(pool.submit(fn, job))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def dihedral(grid: np.ndarray, k: int) -> np.ndarray:
+    """The k-th (0..7) symmetry of the square grids on the last two axes: k % 4 quarter turns
+    (np.rot90), after a transpose when k >= 4. k = 0 is the identity."""
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral symmetry index must be 0..7, got {k}")
+    g = np.asarray(grid)
+    if k >= 4:
+        g = np.swapaxes(g, -1, -2)
+    return np.ascontiguousarray(np.rot90(g, k % 4, axes=(-2, -1)))
+
+
+def dihedral_inverse(grid: np.ndarray, k: int) -> np.ndarray:
+    """Undo dihedral(., k)."""
+    return dihedral(grid, DIHEDRAL_INVERSE[k])
+
+
+def read_lines(path: Path) -> list[str]:
+    """A UTF-8 text file's lines (a byte-order mark dropped); RecurError if it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except OSError as e:
+        raise RecurError(f"{path}: cannot read the puzzle file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise RecurError(f"{path}: the puzzle file is not UTF-8 text") from None
