@@ -25,7 +25,8 @@ from recur.config import load_config
 from recur.dist import pick_device, pick_dtype
 from recur.models import build_model
 from recur.optim import EMA, build_optimizers, set_lr
-from recur.recursion import DeepSupervision, infer
+from recur.inference import infer
+from recur.recursion import DeepSupervision
 
 WORKLOADS = {  # name: (overrides, vocab, seq_len, batch)
     "sudoku_mlp": (["model.mixer=mlp_t", "model.pos=none"], 11, 81, 768),

@@ -18,7 +18,7 @@ from .config import RunConfig, from_dict
 from .dist import pick_device, pick_dtype
 from .errors import RecurError
 from .models import build_model
-from .recursion import infer
+from .inference import infer, infer_stream
 from .tasks import REGISTRY
 
 
@@ -47,7 +47,7 @@ class Recur:
         self.task = REGISTRY[task]
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "Recur":
+    def load(cls, path: str | Path, device: str = "auto") -> Recur:
         weights, meta = checkpoint.read_model(path)
         try:
             cfg = from_dict(RunConfig, meta["config"])
@@ -82,12 +82,14 @@ class Recur:
 
     @torch.no_grad()
     def predict(self, inputs, puzzle_ids=None, steps: int | None = None, halt: str = "none",
-                batch_size: int = 256) -> Prediction:
+                batch_size: int = 256, guidance: float = 1.0, stream: bool | None = None) -> Prediction:
         """Run token inputs [B, L] (or one [L]) through `steps` (default N_sup) supervision steps.
 
         halt="none" runs every step for every sample; "adaptive" stops a sample at its first step
         whose halting score is > 0 (q_halt > 0, or q_halt > q_continue for Q-learning models); the
-        steps used are returned per sample.
+        steps used are returned per sample. `guidance` w decodes l_u + w*(l_c - l_u) (recur.inference).
+        `stream`: continuous batching (a halted sample's slot takes the next one); default on for
+        adaptive halting on a GPU. Both paths give the same answers.
         """
         if halt not in ("none", "adaptive"):
             raise RecurError(f"halt must be 'none' or 'adaptive', got {halt!r}")
@@ -103,11 +105,15 @@ class Recur:
         n = steps or self.n_sup
         if n < 1:
             raise RecurError("steps must be >= 1")
-        parts = []
-        for lo in range(0, len(x), batch_size):
-            r = infer(self.module, x[lo:lo + batch_size].to(self.device), ids[lo:lo + batch_size].to(self.device), n, halt,
-                      self.cfg.recursion.act)
-            parts.append(r)
+        rec = self.cfg.recursion
+        if stream is None:
+            stream = halt == "adaptive" and self.device.type == "cuda"
+        if stream:
+            parts = [infer_stream(self.module, x.to(self.device), ids.to(self.device), n, batch_size, halt, rec.act,
+                                  rec.feedback, guidance)]
+        else:
+            parts = [infer(self.module, x[lo:lo + batch_size].to(self.device), ids[lo:lo + batch_size].to(self.device),
+                           n, halt, rec.act, rec.feedback, guidance) for lo in range(0, len(x), batch_size)]
         cat = lambda name, dim=0: torch.cat([getattr(r, name).cpu() for r in parts], dim)  # noqa: E731
         return Prediction(tokens=cat("tokens"), logits=cat("logits").float(), steps=cat("steps"),
                           per_step=cat("per_step", 1), halt_score=cat("halt_score", 1))

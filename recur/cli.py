@@ -1,7 +1,8 @@
 """`recur` command line: a thin layer that parses arguments and calls the library.
 
     recur train [PRESET] [key=value ...] [--resume RUN]
-    recur eval RUN_OR_CKPT [--data DIR] [--halt adaptive]
+    recur eval RUN_OR_CKPT [--data DIR] [--halt adaptive] [--guidance W]
+    recur profile RUN_OR_CKPT [--data DIR] [--limit N]
     recur solve PUZZLE_OR_FILE [--model RUN_OR_CKPT]
     recur prepare [PRESET] [key=value ...] [--out DIR]
     recur compare SPEC [key=value ...]
@@ -61,6 +62,9 @@ def _report(trainer, cfg, summary) -> None:
         print(f"\nheld-out exact accuracy {ev['exact_accuracy']:.3f} on {ev['examples']} puzzles ({protocol}; "
               f"adaptive halting: {ev['exact_adaptive']:.3f} with {ev['mean_steps_adaptive']:.1f} steps on average)"
               + "".join(f"\n{k}: {v:.3f}" for k, v in ev["task"].items()))
+        print(f"cost per example: {summary['train_net_calls_per_example']:.1f} net calls "
+              f"({summary['train_flops_per_example'] / 1e9:.3g} GFLOP) in training, {ev['net_calls']:.0f} net calls "
+              f"({ev['flops'] / 1e9:.3g} GFLOP) in evaluation, {ev['net_calls_adaptive']:.1f} with adaptive halting")
     if cfg.eval.show:
         model = Recur(trainer.eval_model, cfg, trainer.data.info, trainer.data.meta["task"], trainer.device, {})
         split = trainer.test_split
@@ -76,9 +80,30 @@ def _report(trainer, cfg, summary) -> None:
 
 
 def cmd_eval(a) -> None:
+    from .evaluate import evaluate
+
+    model, split, data_dir = _model_and_split(a)
+    res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
+                   model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info,
+                   feedback=model.cfg.recursion.feedback, guidance=a.guidance)
+    if a.json:
+        print(json.dumps(res))
+        return
+    print(f"{a.path} on {data_dir}/{a.split}: {res['examples']} examples, halt={a.halt}")
+    print(f"exact accuracy {res['exact_accuracy']:.4f}   token accuracy {res['token_accuracy']:.4f}   "
+          f"adaptive: {res['exact_adaptive']:.4f} in {res['mean_steps_adaptive']:.2f} steps   "
+          f"halting-head accuracy {res['halt_accuracy']:.4f}")
+    print(f"net calls per example {res['net_calls']:.1f} ({res['flops'] / 1e9:.3g} GFLOP)")
+    for name, value in res["task"].items():
+        print(f"{name} {value:.4f}")
+    print("exact accuracy after each supervision step:")
+    print("  " + "  ".join(f"{i + 1}:{v:.3f}" for i, v in enumerate(res["exact_per_step"])))
+
+
+def _model_and_split(a):
+    """The model at a.path and the split it is evaluated on (a.data, default: the dataset it was trained on)."""
     from .api import Recur
     from .data import Dataset
-    from .evaluate import evaluate
 
     model = Recur.load(a.path, a.device)
     data_dir = a.data or model.meta.get("dataset")
@@ -89,19 +114,26 @@ def cmd_eval(a) -> None:
     split = data.splits.get(a.split)
     if split is None:
         raise RecurError(f"dataset {data_dir} has no split '{a.split}' (it has {', '.join(data.splits)})")
-    res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
-                   model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info)
-    if a.json:
-        print(json.dumps(res))
-        return
-    print(f"{a.path} on {data_dir}/{a.split}: {res['examples']} examples, halt={a.halt}")
-    print(f"exact accuracy {res['exact_accuracy']:.4f}   token accuracy {res['token_accuracy']:.4f}   "
-          f"adaptive: {res['exact_adaptive']:.4f} in {res['mean_steps_adaptive']:.2f} steps   "
-          f"halting-head accuracy {res['halt_accuracy']:.4f}")
-    for name, value in res["task"].items():
-        print(f"{name} {value:.4f}")
-    print("exact accuracy after each supervision step:")
-    print("  " + "  ".join(f"{i + 1}:{v:.3f}" for i, v in enumerate(res["exact_per_step"])))
+    return model, split, data_dir
+
+
+def cmd_profile(a) -> None:
+    from . import profile
+
+    model, split, data_dir = _model_and_split(a)
+    res = profile.profile(model.module, split, a.steps or model.n_sup, a.batch_size, model.device,
+                          model.cfg.recursion.feedback, a.limit)
+    src = Path(a.path)
+    out = Path(a.out) if a.out else (src if src.is_dir() else src.parent)
+    try:
+        path, png = profile.write(res, out)
+    except OSError as e:
+        raise RecurError(f"cannot write the profile to {out}: {e.strerror}") from None
+    print(f"{a.path} on {data_dir}/{a.split}: {res['examples']} examples, {res['net_calls_per_step']} net calls per "
+          f"supervision step\n")
+    print(profile.table(res))
+    print("\n" + profile.verdict(res))
+    print(f"\nprofile: {path}" + (f"\nplot:    {png}" if png else ""))
 
 
 def cmd_solve(a) -> None:
@@ -191,8 +223,20 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0, help="evaluate at most this many examples")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
+    e.add_argument("--guidance", type=float, default=1.0, help="guided decoding w (1 = plain; see recur.inference)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(fn=cmd_eval)
+
+    f = sub.add_parser("profile", help="which recursion steps of a trained model improve its answer (dead compute)")
+    f.add_argument("path", help="run directory, checkpoint directory or model.safetensors")
+    f.add_argument("--data", help="prepared dataset directory of the task (default: the one it was trained on)")
+    f.add_argument("--split", default="test")
+    f.add_argument("--steps", type=int, default=0, help="supervision steps (default: the model's N_sup)")
+    f.add_argument("--limit", type=int, default=1000, help="profile at most this many examples (0 = all)")
+    f.add_argument("--batch-size", type=int, default=256)
+    f.add_argument("--device", default="auto")
+    f.add_argument("--out", help="where profile.json and profile.png go (default: beside the model)")
+    f.set_defaults(fn=cmd_profile)
 
     s = sub.add_parser("solve", help="solve a puzzle given as text, or every puzzle in a file")
     s.add_argument("puzzle", help="a puzzle string (e.g. 81 characters, . or 0 for blanks) or a file of them")

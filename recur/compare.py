@@ -6,12 +6,14 @@ A comparison spec is a TOML file (shipped ones live in recur/comparisons/):
     base = "quickstart"                 # every arm starts from this preset...
     shared = ["train.steps=900"]        # ...plus these settings: the common budget
     seeds = [0]                         # each arm is trained once per seed
+    reference = "trm"                   # optional: report each arm's time to reach this arm's accuracy
     [arms]                              # name = its own settings, in table order
     trm = []
     hrm = ["model.separate_nets=true", "model.grad=one_step", "recursion.act=q_learning"]
 
 `recur compare SPEC [key=value ...]` trains every arm and seed into
-runs/compare-<name>-<time>/<arm>-s<seed>/ and writes table.md, results.json and per_step.png
+runs/compare-<name>-<time>/<arm>-s<seed>/, profiles each trained arm (recur.profile: dead
+recursion steps, the net calls that suffice) and writes table.md, results.json and per_step.png
 (exact accuracy after each supervision step, and against net calls per example) beside them.
 """
 
@@ -25,7 +27,11 @@ from pathlib import Path
 from .config import load_config, preset_path, read_toml
 from .errors import RecurError
 from .plots import have_matplotlib
+from .profile import profile
+from .runlog import read_metrics
 from .train import Trainer
+
+PROFILE_EXAMPLES = 500  # profiling every arm on this many held-out examples keeps it a small share of the run
 
 COMPARISON_DIR = Path(__file__).parent / "comparisons"
 
@@ -39,33 +45,40 @@ def load_spec(name: str) -> dict:
     if not path.is_file():
         raise RecurError(f"unknown comparison '{name}' (shipped: {', '.join(list_comparisons())}; or give a .toml file)")
     spec = read_toml(path)
-    unknown = set(spec) - {"description", "base", "shared", "seeds", "arms"}
+    unknown = set(spec) - {"description", "base", "shared", "seeds", "arms", "reference"}
     if unknown:
         raise RecurError(f"comparison {path}: unknown keys {', '.join(sorted(unknown))} "
-                         f"(valid: description, base, shared, seeds, arms)")
+                         f"(valid: description, base, shared, seeds, reference, arms)")
     arms = spec.get("arms")
     if not isinstance(arms, dict) or not arms or not all(isinstance(v, list) for v in arms.values()):
         raise RecurError(f"comparison {path}: [arms] must map each arm name to a list of key=value settings")
+    if spec.get("reference", next(iter(arms))) not in arms:
+        raise RecurError(f"comparison {path}: reference '{spec['reference']}' is not one of its arms")
     preset_path(spec.get("base", "quickstart"))  # fails early on a bad preset name
     return {"name": path.stem, "base": spec.get("base", "quickstart"), "shared": list(spec.get("shared", [])),
-            "seeds": list(spec.get("seeds", [0])), "arms": arms, "description": spec.get("description", "")}
+            "seeds": list(spec.get("seeds", [0])), "arms": arms, "description": spec.get("description", ""),
+            "reference": spec.get("reference", next(iter(arms)))}
 
 
 def arm_row(summary: dict, trainer: Trainer) -> dict:
-    """What the table reports about one trained arm."""
-    cfg, model, ev = trainer.cfg, trainer.model, summary["eval"]
-    calls = model.net_calls
-    train_records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in train_records if r["kind"] == "train"]
-    # training: supervision steps per example (halted rows) x net calls, x2 for the Q-learning target forward
-    train_steps = statistics.fmean(r["mean_steps"] for r in train[len(train) // 2:]) if train else 0.0
-    extra = 2 if cfg.recursion.act == "q_learning" else 1
+    """What the table reports about one trained arm (evaluation with all N_sup steps, then the profiler)."""
+    cfg, model, ev = trainer.cfg, trainer.eval_model, summary["eval"]
+    prof = profile(model, trainer.test_split, cfg.recursion.n_sup, cfg.eval.batch_size or cfg.train.batch_size,
+                   trainer.device, cfg.recursion.feedback, PROFILE_EXAMPLES)
+    evals = [(r["train_s"], r["exact_accuracy"]) for r in read_metrics(trainer.run_dir) if r["kind"] == "eval"]
     return {"params": summary["params"], "exact": ev["exact_accuracy"], "token": ev["token_accuracy"],
             "exact_adaptive": ev["exact_adaptive"], "steps_adaptive": ev["mean_steps_adaptive"],
-            "net_calls_eval": cfg.recursion.n_sup * calls, "net_calls_adaptive": ev["mean_steps_adaptive"] * calls,
-            "layer_passes_eval": cfg.recursion.n_sup * calls * cfg.model.layers,
-            "net_calls_train": train_steps * calls * extra, "train_s": summary["train_s"], "steps": summary["step"],
-            "exact_per_step": ev["exact_per_step"], "net_calls_per_step": calls, "task": ev["task"]}
+            "net_calls_eval": ev["net_calls"], "net_calls_adaptive": ev["net_calls_adaptive"],
+            "flops_eval": ev["flops"], "layer_passes_eval": ev["net_calls"] * cfg.model.layers,
+            "net_calls_train": summary["train_net_calls_per_example"], "flops_train": summary["train_flops_per_example"],
+            "train_s": summary["train_s"], "steps": summary["step"], "evals": evals,
+            "exact_per_step": ev["exact_per_step"], "net_calls_per_step": model.net_calls, "task": ev["task"],
+            "dead_fraction": prof["dead_fraction"], "enough_net_calls": prof["enough_net_calls"]}
+
+
+def time_to_reach(row: dict, target: float) -> float | None:
+    """Training seconds at the first evaluation with exact accuracy >= target (None: never)."""
+    return next((t for t, acc in row["evals"] if acc >= target - 1e-9), None)
 
 
 def run(name: str, overrides: list[str] = (), out_dir: str = "runs", say=print) -> Path:
@@ -99,17 +112,25 @@ def _mean(rows: list[dict], key: str, fmt: str) -> str:
 def render_table(spec: dict, rows: dict[str, list[dict]]) -> str:
     """A markdown table: one line per arm (means over seeds, with min–max when there are several)."""
     task_keys = sorted({k for rs in rows.values() for r in rs for k in r["task"]})
+    ref = spec.get("reference") or next(iter(rows))
+    target = statistics.fmean(r["exact"] for r in rows[ref])
     head = (["arm", "params", "exact (all steps)", "exact (adaptive)", "steps (adaptive)"] + task_keys +
-            ["net calls/example (eval)", "layer passes/example (eval)", "net calls/example (train)", "train s"])
+            ["net calls/example (eval)", "GFLOP/example (eval)", "layer passes/example (eval)",
+             "net calls/example (train)", "GFLOP/example (train)", "train s", f"train s to {ref}'s {target:.3f}",
+             "dead steps", "net calls within 0.5 pt"])
     lines = [f"{spec['description']} — seeds {spec['seeds']}", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for arm, rs in rows.items():
         for r in rs:
             r.update({f"task:{k}": r["task"].get(k, float("nan")) for k in task_keys})
+            r["gflop_eval"], r["gflop_train"] = r["flops_eval"] / 1e9, r["flops_train"] / 1e9
+        reach = [time_to_reach(r, target) for r in rs]
+        reached = "not reached" if None in reach else f"{statistics.fmean(reach):.0f}"
         cells = [arm, f"{rs[0]['params']:,}", _mean(rs, "exact", ".3f"), _mean(rs, "exact_adaptive", ".3f"),
                  _mean(rs, "steps_adaptive", ".1f")] + [_mean(rs, f"task:{k}", ".3f") for k in task_keys] + [
-                 str(rs[0]["net_calls_eval"]), str(rs[0]["layer_passes_eval"]), _mean(rs, "net_calls_train", ".0f"),
-                 _mean(rs, "train_s", ".0f")]
+                 f"{rs[0]['net_calls_eval']:.0f}", _mean(rs, "gflop_eval", ".3g"), f"{rs[0]['layer_passes_eval']:.0f}",
+                 _mean(rs, "net_calls_train", ".0f"), _mean(rs, "gflop_train", ".3g"), _mean(rs, "train_s", ".0f"),
+                 reached, _mean(rs, "dead_fraction", ".2f"), _mean(rs, "enough_net_calls", ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -74,6 +74,9 @@ class ModelConfig:
     puzzle_emb_dim: int = 512
     """Width of the learned per-puzzle embedding spread over the prefix (<= prefix_len*hidden); 0 = the
     prefix tokens are plain registers (reference `puzzle_emb_ndim`)."""
+    step_embedding: int = 0
+    """DIS time conditioning: a learned embedding of the supervision step index s (clamped to 1..this) is added to
+    x at every position; 0 = off. DIS sets it to N_sup (reference DIS `timestep_embed`)."""
 
 
 @dataclass
@@ -93,8 +96,27 @@ class RecursionConfig:
     """Probability that a row must run a uniform minimum number of steps in {2..N_sup} before halting."""
     loss: Literal["stablemax", "softmax"] = "stablemax"
     """Token loss: stablemax cross-entropy (the reference, in float64) or softmax cross-entropy."""
+    loss_precision: Literal["float64", "float32"] = "float64"
+    """Precision of the stablemax cross-entropy: float64 as in the reference, or float32 (faster on GPUs)."""
     halt_weight: float = 0.5
     """Weight of the halting BCE in the total loss."""
+    targets: Literal["label", "input_to_label", "mask"] = "label"
+    """Per-step targets y†_s (Deep Improvement Supervision). `label`: every step learns the final answer (TRM/HRM).
+    `input_to_label` (the official DIS code): step s learns the input with a random floor(s/N_sup) share of the cells
+    that differ from the label filled in from it (one random order per example, drawn when it enters). `mask` (the
+    DIS paper): absorbing-state masking; each such cell is still masked (shows the input's token) at step s with
+    probability 1 - s/N_sup, nested across steps. Given cells (input = label) are never corrupted."""
+    feedback: Literal["input", "prediction"] = "input"
+    """What the net sees as x at step s > 1: the puzzle (`input`, the DIS paper) or its own previous answer
+    (`prediction`, argmax of the last step, as the official DIS code; PAD positions keep the puzzle's PAD)."""
+    step_weights: Literal["uniform", "linear", "decay"] = "uniform"
+    """Weight of step s in the loss: `uniform` 1; `linear` 2s/(N_sup+1) (the DIS paper, emphasises late steps);
+    `decay` proportional to step_decay^(s-1) (CGAR), scaled to mean 1 over the N_sup steps."""
+    step_decay: float = 0.7
+    """lambda of step_weights=decay."""
+    curriculum: str = ""
+    """Depth curriculum (CGAR): space-separated stages `FRACTION:T,n`; before FRACTION of train.steps the model runs
+    that depth, afterwards model.T/model.n. E.g. `0.3:1,2 0.6:2,4` grows (T,n) (1,2) -> (2,4) -> (3,6). Empty = off."""
 
 
 @dataclass
@@ -268,6 +290,9 @@ class EvalConfig:
     halt: Literal["none", "adaptive"] = "none"
     """`none`: every sample runs all N_sup steps (the reference protocol); `adaptive`: a sample stops at
     the first step whose q_halt > 0 and its answer is read there."""
+    guidance: float = 1.0
+    """Guided decoding w: read answers from l_u + w*(l_c - l_u), l_c the logits after a step and l_u those before
+    it (the DIS paper's policy-improvement knob); 1 = plain decoding."""
     batch_size: int = 0
     """Evaluation batch (0 = the training batch)."""
     max_examples: int = 0
@@ -507,6 +532,11 @@ def validate(cfg: RunConfig) -> None:
          "model.single_z, separate_nets and grad are TRM settings; the transformer baseline has no recursion"),
         (not (m.single_z and m.separate_nets), "model.single_z has no answer update to give a separate net"),
         (r.n_sup >= 1, "recursion.n_sup must be >= 1"),
+        (m.step_embedding >= 0, "model.step_embedding must be >= 0"),
+        (r.targets == "label" or r.act == "off",
+         "recursion.targets other than label train a fixed N_sup without halting; set recursion.act=off"),
+        (0 < r.step_decay <= 1, "recursion.step_decay must be in (0, 1]"),
+        (not r.curriculum or m.arch == "trm", "recursion.curriculum changes T and n, which only model.arch=trm has"),
         (0.0 <= r.exploration <= 1.0, "recursion.exploration must be in [0, 1]"),
         (t.steps >= 1 and t.batch_size >= 1, "train.steps and train.batch_size must be >= 1"),
         (t.log_every >= 1, "train.log_every must be >= 1"),
@@ -522,3 +552,20 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise RecurError(message)
+    curriculum_stages(r.curriculum)
+
+
+def curriculum_stages(spec: str) -> list[tuple[float, int, int]]:
+    """Parse recursion.curriculum into [(fraction, T, n)], fractions increasing in (0, 1]."""
+    stages = []
+    for item in spec.split():
+        try:
+            frac, depth = item.split(":")
+            T, n = (int(v) for v in depth.split(","))
+            stage = (float(frac), T, n)
+        except ValueError:
+            raise RecurError(f"recursion.curriculum stage '{item}' is not FRACTION:T,n (e.g. 0.3:1,2)") from None
+        if not (0 < stage[0] <= 1 and T >= 1 and n >= 1) or (stages and stage[0] <= stages[-1][0]):
+            raise RecurError(f"recursion.curriculum stage '{item}': fractions must increase within (0, 1], T, n >= 1")
+        stages.append(stage)
+    return stages

@@ -23,12 +23,14 @@ def log_stablemax(logits: torch.Tensor) -> torch.Tensor:
     return torch.log(s / s.sum(-1, keepdim=True))
 
 
-def token_ce(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token cross-entropy [B, L]; 0 at ignored positions. stablemax runs in float64 as in the reference."""
+def token_ce(logits: torch.Tensor, labels: torch.Tensor, kind: str, precision: str = "float64") -> torch.Tensor:
+    """Per-token cross-entropy [B, L]; 0 at ignored positions. stablemax runs in float64 as in the reference
+    unless precision="float32"."""
     valid = labels != IGNORE
     target = torch.where(valid, labels, 0).long()
     if kind == "stablemax":
-        logp = log_stablemax(logits.double()).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        wide = logits.double() if precision == "float64" else logits.float()
+        logp = log_stablemax(wide).gather(-1, target.unsqueeze(-1)).squeeze(-1)
         return torch.where(valid, -logp, 0).to(torch.float32)
     ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none").view(labels.shape)
     return torch.where(valid, ce, 0)
@@ -53,8 +55,9 @@ class StepLoss:
 
 
 def step_loss(logits, q_halt, q_continue, labels, rows: torch.Tensor, kind: str, act: str, halt_weight: float,
-              target_continue: torch.Tensor | None = None) -> StepLoss:
-    """Loss of one supervision step over the rows where `rows` [B] is True.
+              target_continue: torch.Tensor | None = None, precision: str = "float64") -> StepLoss:
+    """Loss of one supervision step over the rows where `rows` [B] is True, or weighted by `rows` when it is
+    a float tensor (per-step loss weights; 0 drops a row).
 
     act="halt"/"q_learning": q_halt learns whether the answer is exactly right; with a
     `target_continue` [B] (Q-learning), q_continue learns it too. act="off": token loss only.
@@ -65,7 +68,7 @@ def step_loss(logits, q_halt, q_continue, labels, rows: torch.Tensor, kind: str,
         right = valid & (logits.argmax(-1) == labels)
         exact = right.sum(-1) == count
         token_acc = right.sum(-1) / count.clamp_min(1)
-    lm_rows = token_ce(logits, labels, kind).sum(-1) / count.clamp_min(1)
+    lm_rows = token_ce(logits, labels, kind, precision).sum(-1) / count.clamp_min(1)
     weight = rows.to(lm_rows.dtype)
     lm = (lm_rows * weight).sum()
     halt = cont = lm.new_zeros(())

@@ -1,14 +1,14 @@
 """The recursion engine, shared by every model that thinks by repeating itself.
 
-A model plugs in with four members (see recur.models.trm.TRM):
-    init_state(B) -> state                 latent tensors, e.g. TRM's (y, z)
+A model plugs in with these members (see recur.models.trm.TRM):
+    init_state(B) -> state                 latent tensors, e.g. TRM's (y, z); state[0] is the answer
     reset_state(state, mask) -> state      rows in mask start again
-    forward(state, inputs, puzzle_ids) -> (detached new state, StepOutput)   one supervision step
-    net_calls                              net applications per supervision step
+    forward(state, tokens, puzzle_ids, step) -> (detached new state, StepOutput)   one supervision step
+    net_calls, grad_calls, step_flops()    its cost per supervision step
 and builds its step from `unroll`, which runs a list of updates with gradients only through
 the last few. The engine owns everything across steps: the carry, deep supervision (N_sup
-steps, one optimizer step each), the two training schedules, ACT halting with exploration,
-and inference with or without halting.
+steps, one optimizer step each) with per-step targets (recur.targets), the two training
+schedules, ACT halting with exploration, and the cost accounting. Inference is recur.inference.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Callable, Sequence
 import torch
 
 from .config import RecursionConfig
-from .losses import step_loss
+from .errors import RecurError
+from .losses import IGNORE, step_loss
+from .targets import step_target, step_weight
 
 
 def unroll(updates: Sequence[Callable], state, n_grad: int):
@@ -64,8 +66,16 @@ class Carry:
     """[B] int32 supervision steps the example has had."""
     halted: torch.Tensor
     """[B] bool: the example is done; the row takes new data."""
+    tokens: torch.Tensor
+    """[B, L] what the net reads as x next step: the inputs, or its last answer (recursion.feedback=prediction)."""
+    priority: torch.Tensor
+    """[B, L] float32 in [0, 1): the order in which per-step targets fill cells (recur.targets), drawn on entry."""
+    calls: torch.Tensor
+    """[B] float32 net applications spent on the example so far."""
+    flops: torch.Tensor
+    """[B] float32 matmul FLOPs spent on the example so far (forward and backward)."""
 
-    TENSORS = ("inputs", "labels", "puzzle_ids", "steps", "halted")
+    TENSORS = ("inputs", "labels", "puzzle_ids", "steps", "halted", "tokens", "priority", "calls", "flops")
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         out = {f"carry.{k}": getattr(self, k) for k in self.TENSORS}
@@ -73,8 +83,12 @@ class Carry:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, torch.Tensor]) -> "Carry":
+    def from_dict(cls, d: dict[str, torch.Tensor]) -> Carry:
         n = sum(k.startswith("carry.state.") for k in d)
+        missing = [k for k in cls.TENSORS if f"carry.{k}" not in d]
+        if missing:
+            raise RecurError(f"the checkpoint's carry lacks {', '.join(missing)} (written by an older recur); "
+                             f"it can be evaluated but not resumed")
         return cls(state=tuple(d[f"carry.state.{i}"] for i in range(n)), **{k: d[f"carry.{k}"] for k in cls.TENSORS})
 
 
@@ -101,7 +115,7 @@ def continue_target(model, state, inputs, puzzle_ids, steps, n_sup: int) -> torc
     """HRM's bootstrapped Q-continue target from one extra no-grad forward on the new state:
     sigmoid(q_halt') at the last step, else sigmoid(max(q_halt', q_continue'))."""
     with torch.no_grad():
-        _, nxt = model(state, inputs, puzzle_ids)
+        _, nxt = model(state, inputs, puzzle_ids, steps + 1)
         return torch.sigmoid(torch.where(steps >= n_sup, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
 
 
@@ -123,11 +137,13 @@ class DeepSupervision:
         self.rank = rank
 
     def empty_carry(self, model, batch: dict[str, torch.Tensor]) -> Carry:
-        B = batch["inputs"].shape[0]
-        return Carry(state=model.init_state(B), inputs=torch.zeros_like(batch["inputs"]),
-                     labels=torch.zeros_like(batch["labels"]), puzzle_ids=torch.zeros_like(batch["puzzle_ids"]),
-                     steps=torch.zeros(B, dtype=torch.int32, device=batch["inputs"].device),
-                     halted=torch.ones(B, dtype=torch.bool, device=batch["inputs"].device))
+        x = batch["inputs"]
+        B, dev = x.shape[0], x.device
+        return Carry(state=model.init_state(B), inputs=torch.zeros_like(x), labels=torch.zeros_like(batch["labels"]),
+                     puzzle_ids=torch.zeros_like(batch["puzzle_ids"]), steps=torch.zeros(B, dtype=torch.int32, device=dev),
+                     halted=torch.ones(B, dtype=torch.bool, device=dev), tokens=torch.zeros_like(x),
+                     priority=torch.zeros(x.shape, device=dev), calls=torch.zeros(B, device=dev),
+                     flops=torch.zeros(B, device=dev))
 
     def needs_batch(self, carry: Carry) -> bool:
         """Whether the next step consumes a new batch."""
@@ -139,6 +155,11 @@ class DeepSupervision:
         lo = self.rank * B
         return u[lo:lo + B].to(device), m[lo:lo + B].to(device)
 
+    def _priority(self, B: int, L: int, device) -> torch.Tensor:
+        """Per-cell target order for the rows of this rank, drawn for the global batch like _explore."""
+        u = torch.rand(self.global_batch, L, generator=self.gen)
+        return u[self.rank * B:(self.rank + 1) * B].to(device)
+
     def step(self, model, carry: Carry, batch: dict[str, torch.Tensor] | None):
         """Refill (if `batch`), run one supervision step, decide halting.
 
@@ -148,19 +169,29 @@ class DeepSupervision:
         if batch is not None:
             fill = carry.halted
             m2 = fill.view(-1, 1)
+            priority = carry.priority
+            if cfg.targets != "label":  # a fresh path for every example that enters
+                priority = torch.where(m2, self._priority(*carry.inputs.shape, fill.device), priority)
             carry = Carry(state=model.reset_state(carry.state, fill),
                           inputs=torch.where(m2, batch["inputs"], carry.inputs),
                           labels=torch.where(m2, batch["labels"], carry.labels),
                           puzzle_ids=torch.where(fill, batch["puzzle_ids"], carry.puzzle_ids),
                           steps=torch.where(fill, 0, carry.steps),
-                          halted=torch.zeros_like(carry.halted))
+                          halted=torch.zeros_like(carry.halted),
+                          tokens=torch.where(m2, batch["inputs"], carry.tokens), priority=priority,
+                          calls=torch.where(fill, 0.0, carry.calls), flops=torch.where(fill, 0.0, carry.flops))
         active = ~carry.halted
-        state, out = model(carry.state, carry.inputs, carry.puzzle_ids)
+        state, out = model(carry.state, carry.tokens, carry.puzzle_ids, carry.steps + 1)
         steps = carry.steps + active.to(torch.int32)
-        target = (continue_target(model, state, carry.inputs, carry.puzzle_ids, steps, cfg.n_sup)
-                  if cfg.act == "q_learning" and model.training else None)
-        loss = step_loss(out.logits, out.q_halt, out.q_continue, carry.labels, active, cfg.loss, cfg.act,
-                         cfg.halt_weight, target)
+        q_target = cfg.act == "q_learning" and model.training
+        target = (continue_target(model, state, carry.tokens, carry.puzzle_ids, steps, cfg.n_sup)
+                  if q_target else None)
+        labels = step_target(cfg.targets, carry.inputs, carry.labels, carry.priority, steps, cfg.n_sup)
+        weight = active.to(torch.float32)
+        if cfg.step_weights != "uniform":
+            weight = weight * step_weight(cfg.step_weights, steps, cfg.n_sup, cfg.step_decay)
+        loss = step_loss(out.logits, out.q_halt, out.q_continue, labels, weight, cfg.loss, cfg.act,
+                         cfg.halt_weight, target, cfg.loss_precision)
         with torch.no_grad():
             u, m = self._explore(active.shape[0], active.device) if model.training else (None, None)
             score = halt_score(out, cfg.act)
@@ -168,6 +199,15 @@ class DeepSupervision:
             if cfg.schedule == "per_batch":  # finished rows keep their answer
                 state = tuple(torch.where(active.view((-1,) + (1,) * (s.dim() - 1)), s, old)
                               for s, old in zip(state, carry.state))
+            tokens = carry.tokens
+            if cfg.feedback == "prediction":  # the next step reads this answer (PAD stays PAD)
+                answer = torch.where(carry.inputs == IGNORE, IGNORE, out.logits.argmax(-1).to(tokens.dtype))
+                tokens = torch.where(active.view(-1, 1), answer, tokens)
+            # the Q-learning target costs one more forward (no backward)
+            calls = model.net_calls * (2 if q_target else 1)
+            flops = model.step_flops(model.training) + (model.step_flops(False) if q_target else 0.0)
+            spent_calls = carry.calls + active * calls
+            spent_flops = carry.flops + active * flops
             has_labels = (carry.labels != 0).any(-1)
             counted = done & has_labels
             w = counted.to(torch.float32)
@@ -177,63 +217,13 @@ class DeepSupervision:
                 "exact_accuracy": (loss.exact.float() * w).sum(),
                 "halt_accuracy": (((score > 0) == loss.exact).float() * w).sum(),
                 "steps": (steps.float() * w).sum(),
+                "calls": (spent_calls * w).sum(),
+                "flops": (spent_flops * w).sum(),
                 "lm_loss": loss.lm,
                 "halt_loss": loss.halt,
                 "continue_loss": loss.cont,
             }
         carry = Carry(state=state, inputs=carry.inputs, labels=carry.labels, puzzle_ids=carry.puzzle_ids,
-                      steps=steps, halted=carry.halted | done)
+                      steps=steps, halted=carry.halted | done, tokens=tokens, priority=carry.priority,
+                      calls=spent_calls, flops=spent_flops)
         return carry, loss, metrics
-
-
-@dataclass
-class Inference:
-    """Result of running a batch through N_sup supervision steps."""
-
-    tokens: torch.Tensor
-    """[B, L] the answer read at each row's last step."""
-    logits: torch.Tensor
-    """[B, L, V] the logits of that step."""
-    steps: torch.Tensor
-    """[B] supervision steps used per row."""
-    per_step: torch.Tensor
-    """[S, B, L] the answer after every supervision step (frozen once a row halted)."""
-    halt_score: torch.Tensor
-    """[S, B] the halting score after every step (> 0: halt; frozen once a row halted)."""
-
-
-@torch.no_grad()
-def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, halt: str = "none",
-          act: str = "halt") -> Inference:
-    """Run N_sup supervision steps. halt="none": every row runs all steps (the reference protocol);
-    "adaptive": a row stops at the first step whose halting score (see halt_score) is > 0, and later
-    steps skip it entirely."""
-    B = inputs.shape[0]
-    state = model.init_state(B)
-    rows = torch.arange(B, device=inputs.device)  # rows still running
-    steps = torch.zeros(B, dtype=torch.int32, device=inputs.device)
-    tokens, score = torch.zeros_like(inputs), torch.zeros(B, device=inputs.device)
-    logits = None
-    per_step, score_per_step = [], []
-    for s in range(1, n_sup + 1):
-        if rows.numel() == B:  # nobody halted yet: no gather/scatter
-            state, out = model(state, inputs, puzzle_ids)
-            logits = out.logits
-        else:
-            sub_state, out = model(tuple(t[rows] for t in state), inputs[rows], puzzle_ids[rows])
-            state = tuple(full.index_copy(0, rows, part) for full, part in zip(state, sub_state))
-            logits = logits.index_copy(0, rows, out.logits)
-        tokens = tokens.index_copy(0, rows, out.logits.argmax(-1).to(tokens.dtype))
-        row_score = halt_score(out, act)
-        score = score.index_copy(0, rows, row_score)
-        steps[rows] = s
-        per_step.append(tokens)
-        score_per_step.append(score)
-        if halt == "adaptive":
-            rows = rows[row_score <= 0]
-            if rows.numel() == 0:  # everyone halted: the remaining steps repeat the final answers
-                per_step += [tokens] * (n_sup - s)
-                score_per_step += [score] * (n_sup - s)
-                break
-    return Inference(tokens=tokens, logits=logits, steps=steps, per_step=torch.stack(per_step),
-                     halt_score=torch.stack(score_per_step))

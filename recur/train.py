@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, checkpoint
-from .config import RunConfig, from_dict, to_dict
+from .config import RunConfig, curriculum_stages, from_dict, to_dict
 from .data import Dataset, TrainSampler, prepare
 from .dist import Dist, pick_device, pick_dtype
 from .errors import RecurError
@@ -31,13 +31,13 @@ from .recursion import Carry, DeepSupervision
 from .runlog import RunLog, require_tensorboard
 
 # the per-log-window sums the trainer keeps (rows counted are those that halted in the window)
-WINDOW = ("count", "accuracy", "exact_accuracy", "halt_accuracy", "steps", "lm_loss", "halt_loss", "continue_loss",
-          "loss", "steps_in_window")
+WINDOW = ("count", "accuracy", "exact_accuracy", "halt_accuracy", "steps", "calls", "flops", "lm_loss", "halt_loss",
+          "continue_loss", "loss", "steps_in_window")
 
 # settings that may change when a run is resumed (they do not change its math)
 RESUMABLE = {"train.steps", "train.time_limit", "train.log_every", "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
              "train.device", "train.compile", "train.threads", "train.tensorboard", "train.progress",
-             "eval.halt", "eval.batch_size", "eval.max_examples", "eval.show"}
+             "eval.halt", "eval.guidance", "eval.batch_size", "eval.max_examples", "eval.show"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -96,11 +96,14 @@ class Trainer:
         self.opts = build_optimizers(self.model, cfg.optim)
         self.ema = EMA(self.model, cfg.optim.ema_rate) if cfg.optim.ema else None
         self.engine = DeepSupervision(cfg.recursion, t.batch_size, self.dist.rank, cfg.seed)
+        self.stages = curriculum_stages(cfg.recursion.curriculum)
         self.sampler = TrainSampler(self.train_split, t.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         self.step, self.carry = 0, None
         self.train_s_before = self.train_s = 0.0  # seconds spent in training steps (eval/checkpoints excluded)
         # per-log-window metric sums; saved in checkpoints so a resumed run logs the same records
         self.sums = torch.zeros(len(WINDOW), dtype=torch.float64, device=self.device)
+        # over the whole run: examples finished, their net calls and FLOPs (summed over ranks when reported)
+        self.totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         self.eval_model = copy.deepcopy(self.model) if self.ema else self.model
         compile_on = t.compile == "on" or (t.compile == "auto" and self.device.type == "cuda")
         self.step_model = torch.compile(self.model) if compile_on else self.model
@@ -156,6 +159,7 @@ class Trainer:
         # the carry is gathered in rank order, so a resume may use any number of processes
         tensors.update({k: self.dist.gather_rows(v) for k, v in self.carry.to_dict().items()})
         tensors["metrics.window"] = self.dist.all_reduce(self.sums.clone())
+        tensors["metrics.totals"] = self.dist.all_reduce(self.totals.clone())
         tensors["rng.explore"] = self.engine.gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         if not self.dist.main:
@@ -190,6 +194,8 @@ class Trainer:
                            **{k: getattr(full, k)[rows].to(self.device) for k in Carry.TENSORS})
         if self.dist.main:  # the window's sums of all ranks, counted once
             self.sums.copy_(tensors["metrics.window"])
+            if "metrics.totals" in tensors:
+                self.totals.copy_(tensors["metrics.totals"])
         self.step = int(state["step"])
         self.train_s_before = self.train_s = float(state["train_s"])
         self.say(f"resumed {self.run_dir} at step {self.step}")
@@ -200,9 +206,29 @@ class Trainer:
         c = self.cfg
         if self.ema:
             self.eval_model.load_state_dict(self.eval_weights())
+        if self.stages:  # evaluation always runs the full depth
+            self.eval_model.T, self.eval_model.n = c.model.T, c.model.n
+        try:
+            return self._evaluate(halt, limit)
+        finally:
+            if self.stages:
+                self._set_depth(c.train.steps)
+
+    def _evaluate(self, halt: str | None, limit: int | None) -> dict:
+        c = self.cfg
         return evaluate(self.eval_model, self.test_split, c.recursion.n_sup, c.eval.batch_size or c.train.batch_size,
                         self.device, halt or c.eval.halt, c.recursion.act, self.dist,
-                        c.eval.max_examples if limit is None else limit, self.data.task, self.data.info)
+                        c.eval.max_examples if limit is None else limit, self.data.task, self.data.info,
+                        c.recursion.feedback, c.eval.guidance)
+
+    def _set_depth(self, total: int) -> None:
+        """Depth curriculum (recursion.curriculum): the (T, n) of the stage this step falls in."""
+        T, n = self.cfg.model.T, self.cfg.model.n
+        for frac, t_stage, n_stage in self.stages:
+            if self.step < frac * total:
+                T, n = t_stage, n_stage
+                break
+        self.model.T, self.model.n = T, n
 
     def _train_step(self, total: int) -> tuple[dict, float]:
         """One optimizer step: (refill,) supervision step, backward, gradient sync, optimizers, EMA."""
@@ -212,6 +238,8 @@ class Trainer:
             batch = self._to_device(self.sampler.next())
         if self.carry is None:
             self.carry = self.engine.empty_carry(self.model, batch)
+        if self.stages:
+            self._set_depth(total)
         self.carry, loss, m = self.engine.step(self.step_model, self.carry, batch)
         (loss.total / B).backward()
         self.dist.sync_grads(self.model)
@@ -232,7 +260,8 @@ class Trainer:
         return {"kind": "train", "step": self.step, "lr": lr, "loss": v["loss"] / k, "lm_loss": v["lm_loss"] / k,
                 "halt_loss": v["halt_loss"] / k, "accuracy": v["accuracy"] / n, "exact_accuracy": v["exact_accuracy"] / n,
                 "continue_loss": v["continue_loss"] / k, "halt_accuracy": v["halt_accuracy"] / n,
-                "mean_steps": v["steps"] / n, "halted": int(v["count"]),
+                "mean_steps": v["steps"] / n, "net_calls": v["calls"] / n, "flops": v["flops"] / n,
+                "halted": int(v["count"]),
                 "steps_per_s": steps / seconds, "elapsed_s": elapsed}
 
     def _catch_interrupt(self) -> list | None:
@@ -267,9 +296,12 @@ class Trainer:
             self._say = say
             if stop is not None:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
+        count, calls, flops = self.dist.all_reduce(self.totals.clone()).tolist()
         summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
                    "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
-                   "net_calls_per_step": self.model.net_calls, "eval": last_eval,
+                   "net_calls_per_step": self.model.net_calls,
+                   "train_net_calls_per_example": calls / max(count, 1), "train_flops_per_example": flops / max(count, 1),
+                   "eval": last_eval,
                    "checkpoint": str(last_ckpt) if last_ckpt else None}
         if self.dist.main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -292,9 +324,10 @@ class Trainer:
                 t.time_limit and self.train_s_before + time.perf_counter() - t_start - side_s >= 60 * t.time_limit)
             with torch.no_grad():
                 self.sums += torch.stack([m["count"], m["accuracy"], m["exact_accuracy"], m["halt_accuracy"],
-                                          m["steps"], m["lm_loss"] / B, m["halt_loss"] / B, m["continue_loss"] / B,
+                                          m["steps"], m["calls"], m["flops"], m["lm_loss"] / B, m["halt_loss"] / B, m["continue_loss"] / B,
                                           (m["lm_loss"] + w * (m["halt_loss"] + m["continue_loss"])) / B,
                                           torch.ones((), device=self.device)])
+                self.totals += torch.stack([m["count"], m["calls"], m["flops"]])
             if self.step % t.log_every == 0 or last:
                 now = time.perf_counter()
                 rec = self._log_window(lr, now - t_log, self.step - s_log, now - t_start)

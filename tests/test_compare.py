@@ -12,8 +12,9 @@ from recur.errors import RecurError
 SPEC = '''
 description = "micro comparison"
 base = "micro"
-shared = ["train.steps=4", "train.eval_every=0", "train.ckpt_every=0", "eval.show=0"]
+shared = ["train.steps=4", "train.eval_every=2", "train.ckpt_every=0", "eval.show=0"]
 seeds = [0, 1]
+reference = "hrm"
 [arms]
 trm = []
 hrm = ["model.separate_nets=true", "model.grad=one_step", "recursion.act=q_learning", "optim.ema=false"]
@@ -34,7 +35,9 @@ def test_compare_trains_every_arm_and_writes_a_table(tmp_path, capsys):
     assert tf["net_calls_eval"] == 4 and tf["layer_passes_eval"] == 12
     assert hrm["params"] > trm["params"]  # a second net
     assert len(trm["exact_per_step"]) == 4
+    assert len(trm["evals"]) == 2 and 0 <= trm["dead_fraction"] <= 1 and 0 < trm["enough_net_calls"] <= 24
     table = (root / "table.md").read_text()
+    assert "train s to hrm's" in table and "dead steps" in table
     assert table.count("\n| ") == 4 and "| trm |" in table and "| transformer |" in table
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [
         "hrm-s0", "hrm-s1", "transformer-s0", "transformer-s1", "trm-s0", "trm-s1"]
@@ -58,3 +61,6 @@ def test_bad_comparison_specs(tmp_path):
         load_spec(str(bad))
     with pytest.raises(RecurError, match="unknown comparison"):
         load_spec("nosuch")
+    bad.write_text('base = "micro"\nreference = "b"\n[arms]\na = []\n')
+    with pytest.raises(RecurError, match="reference 'b' is not one of its arms"):
+        load_spec(str(bad))

@@ -67,7 +67,7 @@ def test_every_preset_builds_and_runs_a_step(name):
     info = {"vocab_size": s.size + 2, "seq_len": s.size * s.size, "num_puzzle_ids": 1}
     model = build_model(cfg.model, info)
     state, out = model(model.init_state(1), torch.ones(1, info["seq_len"], dtype=torch.long),
-                       torch.zeros(1, dtype=torch.long))
+                       torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.int32))
     assert out.logits.shape == (1, info["seq_len"], info["vocab_size"])
     assert list_presets()[name], f"preset {name} has no description"
 

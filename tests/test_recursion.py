@@ -1,16 +1,22 @@
 """The engine with a mock model whose halting logit is scripted per row."""
 
+import pytest
 import torch
 from torch import nn
 
 from recur.config import RecursionConfig
-from recur.recursion import Carry, DeepSupervision, StepOutput, halt_decision, halt_score, infer, unroll
+from recur.errors import RecurError
+from recur.inference import infer
+from recur.recursion import Carry, DeepSupervision, StepOutput, halt_decision, halt_score, unroll
 
 
 class Mock(nn.Module):
     """State h [B, 1]: counts the steps a row has taken. A row wants to halt once h >= its input[:, 0]."""
 
-    net_calls = 1
+    net_calls = grad_calls = 1
+
+    def step_flops(self, training):
+        return 3.0 if training else 1.0
 
     def __init__(self):
         super().__init__()
@@ -23,7 +29,7 @@ class Mock(nn.Module):
     def reset_state(self, state, mask):
         return (torch.where(mask.view(-1, 1), 0.0, state[0]),)
 
-    def forward(self, state, inputs, puzzle_ids):
+    def forward(self, state, inputs, puzzle_ids, step=None):
         self.rows_seen.append(len(inputs))
         h = state[0] + 1
         logits = self.w.expand(len(inputs), inputs.shape[1], 4) + 0  # [B, L, 4]
@@ -147,9 +153,15 @@ def test_infer_runs_all_steps_or_halts_adaptively():
 
 def test_carry_round_trips_through_a_dict():
     c = Carry(state=(torch.randn(2, 3), torch.randn(2, 3)), inputs=torch.ones(2, 4), labels=torch.zeros(2, 4),
-              puzzle_ids=torch.zeros(2), steps=torch.tensor([1, 2]), halted=torch.tensor([True, False]))
-    d = Carry.from_dict(c.to_dict())
-    assert all(torch.equal(a, b) for a, b in zip(d.state, c.state)) and torch.equal(d.steps, c.steps)
+              puzzle_ids=torch.zeros(2), steps=torch.tensor([1, 2]), halted=torch.tensor([True, False]),
+              tokens=torch.ones(2, 4), priority=torch.rand(2, 4), calls=torch.tensor([3.0, 6.0]), flops=torch.ones(2))
+    d = c.to_dict()
+    back = Carry.from_dict(d)
+    assert all(torch.equal(a, b) for a, b in zip(back.state, c.state))
+    assert all(torch.equal(getattr(back, k), getattr(c, k)) for k in Carry.TENSORS)
+    del d["carry.priority"]  # a carry from before per-step targets cannot be resumed: a clear error
+    with pytest.raises(RecurError, match="lacks priority"):
+        Carry.from_dict(d)
 
 
 def test_q_learning_target_uses_one_extra_forward_on_the_new_state():

@@ -2,7 +2,8 @@
 
 x = sqrt(D) * [prefix tokens | token embeddings] (+ learned positions), where prefix token 0..P-1
 carry the per-puzzle embedding (or zeros). Answers are read as logits = head(h)[:, P:] and the
-halting logits as q_head(h[:, 0]). Subclasses define the state and `forward` (one supervision step).
+halting logits as q_head(h[:, 0]). Subclasses define the state, `answer` (which state tensor is read
+out), `forward` (one supervision step) and `net_calls`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class PuzzleModel(nn.Module):
                            if cfg.puzzle_emb_dim > 0 else None)
         self.pos_emb = (nn.Parameter(trunc_normal_(torch.empty(self.length, D), std=1 / self.embed_scale))
                         if cfg.pos == "learned" else None)
+        # DIS time conditioning: row s-1 is added at supervision step s
+        self.step_emb = (nn.Parameter(trunc_normal_(torch.empty(cfg.step_embedding, D), std=1 / self.embed_scale))
+                         if cfg.step_embedding else None)
         if cfg.pos == "rope":
             cos, sin = rope_tables(D // cfg.heads, self.length, cfg.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
@@ -69,8 +73,8 @@ class PuzzleModel(nn.Module):
     def _puzzle_rows(self, puzzle_ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(puzzle_ids.long(), self.puzzle_emb, sparse=self.training)
 
-    def embed_input(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> torch.Tensor:
-        """x: tokens [B, L] (+ puzzle ids [B]) -> [B, P+L, D], scaled by sqrt(D)."""
+    def embed_input(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
+        """x: tokens [B, L] (+ puzzle ids [B], + the 1-based supervision step [B]) -> [B, P+L, D], scaled by sqrt(D)."""
         x = F.embedding(inputs.long(), self.embed.to(self.dtype))
         if self.prefix_len:
             B, D = inputs.shape[0], self.cfg.hidden
@@ -81,7 +85,24 @@ class PuzzleModel(nn.Module):
             x = torch.cat((prefix.view(B, self.prefix_len, D), x), dim=1)
         if self.pos_emb is not None:
             x = 0.707106781 * (x + self.pos_emb.to(self.dtype))  # keeps the variance of a sum of two
+        if self.step_emb is not None:
+            if step is None:
+                raise ValueError("this model embeds the supervision step; pass `step`")
+            row = (step.long().clamp(1, self.step_emb.shape[0]) - 1)
+            x = x + self.step_emb.to(self.dtype)[row].unsqueeze(1)
         return self.embed_scale * x
+
+    def step_flops(self, training: bool) -> float:
+        """Matmul FLOPs per example of one supervision step: net calls x the net's forward cost, plus 2x the
+        forward cost of the calls that are backpropagated when training (see recur.models.layers.Stack.flops)."""
+        per_call = self.stack_flops
+        head = 2 * self.length * self.cfg.hidden * self.head.weight.shape[0]
+        fwd = self.net_calls * per_call + head
+        return fwd + 2 * (self.grad_calls * per_call + head) if training else fwd
+
+    @property
+    def stack_flops(self) -> float:
+        return Stack.flops(self.cfg.hidden, self.cfg.expansion, self.length, self.cfg.mixer == "mlp_t", self.cfg.layers)
 
     def readout(self, h: torch.Tensor) -> StepOutput:
         """Answer logits [B, L, V] from the puzzle positions, halting logits from position 0."""

@@ -133,6 +133,16 @@ class Stack(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(Block(width, heads, expansion, seq_len, mlp_t, eps) for _ in range(layers))
 
+    @staticmethod
+    def flops(width: int, expansion: float, seq_len: int, mlp_t: bool, layers: int) -> float:
+        """Matmul FLOPs of one forward pass over one sequence of `seq_len` positions (2 per multiply-add).
+
+        Per position and layer: attention 4D^2 (qkv, out) + 2SD (scores, weighted sum), or mlp_t
+        3*D*F_S (a SwiGLU of inner width F_S across the S positions, per channel); plus the SwiGLU 3*D*F.
+        """
+        mix = 3 * width * ffn_width(seq_len, expansion) if mlp_t else 4 * width**2 + 2 * seq_len * width
+        return 2.0 * layers * seq_len * (mix + 3 * width * ffn_width(width, expansion))
+
     def forward(self, h: torch.Tensor, inj, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         h = h + inj
         for layer in self.layers:

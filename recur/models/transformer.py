@@ -17,13 +17,17 @@ from .base import PuzzleModel
 class Transformer(PuzzleModel):
     """State (y,), [B, P+L, D]."""
 
-    net_calls = 1
+    net_calls = grad_calls = 1
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int,
                  dtype: torch.dtype = torch.float32):
         super().__init__(cfg, vocab_size, seq_len, num_puzzle_ids, dtype, ("y_init",))
         self.net = self.stack()
 
-    def forward(self, state, inputs: torch.Tensor, puzzle_ids: torch.Tensor):
-        y = self.net(state[0], self.embed_input(inputs, puzzle_ids), self.rope)
-        return (y.detach(),), self.readout(y)
+    def forward(self, state, inputs: torch.Tensor, puzzle_ids: torch.Tensor, step: torch.Tensor | None = None,
+                trace: list | None = None):
+        y = self.net(state[0], self.embed_input(inputs, puzzle_ids, step), self.rope)
+        out = self.readout(y)
+        if trace is not None:
+            trace.append(out)
+        return (y.detach(),), out

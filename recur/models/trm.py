@@ -36,16 +36,26 @@ class TRM(PuzzleModel):
         super().__init__(cfg, vocab_size, seq_len, num_puzzle_ids, dtype, states)
         self.net = self.stack()
         self.net_y = self.stack() if cfg.separate_nets else None
+        self.T, self.n = cfg.T, cfg.n  # the depth in use; a curriculum (recursion.curriculum) may lower it
 
     @property
     def net_calls(self) -> int:
         """Applications of a net per supervision step: T*(n+1)."""
-        return self.cfg.T * (self.cfg.n + 1)
+        return self.T * (self.n + 1)
 
-    def forward(self, state, inputs: torch.Tensor, puzzle_ids: torch.Tensor):
-        """One supervision step. Returns the new (detached) state and the step's outputs."""
+    @property
+    def grad_calls(self) -> int:
+        """Net applications per supervision step that are backpropagated."""
+        return self.n + 1 if self.cfg.grad == "last_cycle" else 2
+
+    def forward(self, state, inputs: torch.Tensor, puzzle_ids: torch.Tensor, step: torch.Tensor | None = None,
+                trace: list | None = None):
+        """One supervision step. Returns the new (detached) state and the step's outputs.
+
+        `step` [B]: the 1-based supervision step (used with model.step_embedding). `trace`: when a list, the
+        readout after every answer update (T per step) is appended to it (recur.profile)."""
         c, rope = self.cfg, self.rope
-        x = self.embed_input(inputs, puzzle_ids)
+        x = self.embed_input(inputs, puzzle_ids, step)
         net_y = self.net_y or self.net
         if c.single_z:
             latent = lambda s: (self.net(s[0], x, rope),)  # noqa: E731  z <- net(z, x)
@@ -53,6 +63,16 @@ class TRM(PuzzleModel):
         else:
             latent = lambda s: (s[0], self.net(s[1], s[0] + x, rope))  # noqa: E731  z <- net(z, y + x)
             answer = lambda s: (net_y(s[0], s[1], rope), s[1])  # noqa: E731  y <- net_y(y, z)
-        plan = ([latent] * c.n + [answer]) * c.T
-        state = unroll(plan, tuple(state), c.n + 1 if c.grad == "last_cycle" else 2)
+        if trace is not None:
+            answer = _traced(answer, lambda s: trace.append(self.readout(s[0])))
+        plan = ([latent] * self.n + [answer]) * self.T
+        state = unroll(plan, tuple(state), self.grad_calls)
         return tuple(s.detach() for s in state), self.readout(state[0])
+
+
+def _traced(update, record):
+    def run(state):
+        state = update(state)
+        record(state)
+        return state
+    return run
