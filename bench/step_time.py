@@ -6,6 +6,13 @@ AdamATan2, EMA, and the step's metrics copied to the host (as the reference does
 Inference runs a fresh batch through all 16 supervision steps (the reference protocol).
 Tokens are random: the cost does not depend on their values.
 
+After the compile warm-up, one process times these variants of the same step (same model,
+same compiled graphs), so their ratios are free of compile noise:
+  reference-like   stablemax in float64, the step's metrics copied to the host every step
+  fp32-loss        stablemax in float32 (the loss difference on the same logits is printed)
+  fp32-async       ... and no host copy inside the loop (the Trainer keeps metric sums on device)
+  fp32-async-cl    ... and the loss compiled too (--compile-loss)
+
     python bench/step_time.py                       # the three reference workloads (GPU)
     python bench/step_time.py --batch 16 --steps 5  # a quick CPU run at a smaller batch
 
@@ -26,6 +33,7 @@ from recur.dist import pick_device, pick_dtype
 from recur.models import build_model
 from recur.optim import EMA, build_optimizers, set_lr
 from recur.inference import infer
+from recur.losses import step_loss, token_ce
 from recur.recursion import DeepSupervision
 
 WORKLOADS = {  # name: (overrides, vocab, seq_len, batch)
@@ -34,22 +42,6 @@ WORKLOADS = {  # name: (overrides, vocab, seq_len, batch)
     "maze_att": (["model.n=4"], 6, 900, 192),
 }
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peak, for MFU
-
-
-def matmul_flops(model, B: int) -> float:
-    """Matmul FLOPs of one training step: forward of T*(n+1) net calls, backward (2x) of the last n+1, heads."""
-    cfg = model.cfg
-    S, D = model.length, cfg.hidden
-    per_call = 0.0
-    for block in model.net.layers:
-        per_call += 2 * B * S * sum(p.numel() for p in block.mlp.parameters())
-        if block.attn is not None:
-            per_call += 2 * B * S * sum(p.numel() for p in block.attn.parameters()) + 4 * B * S * S * D
-        else:  # token mixing: the SwiGLU runs over the sequence axis for each of the B*D columns
-            per_call += 2 * B * D * sum(p.numel() for p in block.mix.parameters())
-    calls_fwd, calls_bwd = cfg.T * (cfg.n + 1), cfg.n + 1
-    heads = 2 * B * S * model.head.weight.numel() * 3
-    return per_call * (calls_fwd + 2 * calls_bwd) + heads
 
 
 def bench(name: str, args) -> dict:
@@ -72,7 +64,7 @@ def bench(name: str, args) -> dict:
     carry = engine.empty_carry(model, batches[0])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def train_step(i):
+    def train_step(i, to_host: bool):
         nonlocal carry
         carry, loss, m = engine.step(step_model, carry, batches[i % 4])
         (loss.total / B).backward()
@@ -81,22 +73,41 @@ def bench(name: str, args) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
         ema.update(model)
-        return torch.stack([m[k] for k in sorted(m)]).cpu()
+        stats = torch.stack([m[k] for k in sorted(m)])
+        return stats.cpu() if to_host else stats
+
+    def timed(n: int, to_host: bool) -> float:
+        sync()
+        t = time.perf_counter()
+        for i in range(n):
+            train_step(i, to_host)
+        sync()
+        return (time.perf_counter() - t) / n
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model.train()
-    t = time.perf_counter()
-    for i in range(args.warmup):
-        train_step(i)
-    sync()
-    warm = time.perf_counter() - t
-    t = time.perf_counter()
-    for i in range(args.steps):
-        train_step(i)
-    sync()
-    dt = (time.perf_counter() - t) / args.steps
-
+    warm = timed(args.warmup, True) * args.warmup
+    variants = {"reference-like": ("float64", True, False), "fp32-loss": ("float32", True, False),
+                "fp32-async": ("float32", False, False)}
+    if args.compile_loss:
+        variants["fp32-async-cl"] = ("float32", False, True)
+    times = {}
+    for name_v, (prec, to_host, compiled_loss) in variants.items():
+        engine.cfg.loss_precision = prec
+        if compiled_loss:
+            engine.loss_fn = torch.compile(step_loss)
+            timed(2, False)  # its compilation
+        try:
+            times[name_v] = round(timed(args.steps, to_host) * 1e3, 2)
+        except Exception as e:  # a failing variant is reported, the others still count
+            times[name_v] = f"failed: {type(e).__name__}: {str(e)[:120]}"
+    dt = times["reference-like"] / 1e3
+    with torch.no_grad():  # float32 vs float64 stablemax on the same logits
+        _, out = step_model(carry.state, carry.tokens, carry.puzzle_ids, carry.steps + 1)
+        l64 = token_ce(out.logits, carry.labels, "stablemax", "float64").sum()
+        l32 = token_ce(out.logits, carry.labels, "stablemax", "float32").sum()
+        loss_rel_diff = abs((l32.double() - l64) / l64).item()
     model.eval()
     with torch.inference_mode():
         infer(step_model, batches[0]["inputs"], batches[0]["puzzle_ids"], cfg.recursion.n_sup)  # warm-up / compile
@@ -106,13 +117,14 @@ def bench(name: str, args) -> dict:
             infer(step_model, batches[1 + r % 3]["inputs"], batches[1 + r % 3]["puzzle_ids"], cfg.recursion.n_sup)
         sync()
         inf = (time.perf_counter() - t) / args.infer_reps
-    flops = matmul_flops(model, B)
+    flops = model.step_flops(training=True) * B
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in card), None)
     return {"workload": name, "device": card, "dtype": str(dtype).removeprefix("torch."), "compiled": compiled,
             "batch": B, "seq": seq_len + model.prefix_len, "n": cfg.model.n,
             "params": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("puzzle_emb")),
-            "warmup_s": round(warm, 1), "train_ms_per_step": round(dt * 1e3, 2),
+            "warmup_s": round(warm, 1), "train_ms_per_step": round(dt * 1e3, 2), "variants_ms": times,
+            "fp32_loss_rel_diff": loss_rel_diff,
             "train_example_steps_per_s": round(B / dt), "tflop_per_step": round(flops / 1e12, 3),
             "mfu": round(flops / dt / peak, 3) if peak and dtype == torch.bfloat16 else None,
             "infer_ms_per_batch_16_steps": round(inf * 1e3, 1), "infer_puzzles_per_s": round(B / inf, 1),
@@ -127,6 +139,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation happens here)")
     p.add_argument("--infer-reps", type=int, default=3)
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--compile-loss", action="store_true", help="also time the step with the loss compiled")
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="also write the results as JSON here")
@@ -135,8 +148,8 @@ def main() -> None:
     for name in args.workloads.split(","):
         rows.append(bench(name, args))
         print(json.dumps(rows[-1]), flush=True)
-    cols = ["workload", "batch", "train_ms_per_step", "train_example_steps_per_s", "mfu", "infer_puzzles_per_s",
-            "peak_mem_gb", "warmup_s"]
+    cols = ["workload", "batch", "train_ms_per_step", "variants_ms", "train_example_steps_per_s", "mfu",
+            "infer_puzzles_per_s", "peak_mem_gb", "warmup_s"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")

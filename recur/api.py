@@ -82,12 +82,13 @@ class Recur:
 
     @torch.no_grad()
     def predict(self, inputs, puzzle_ids=None, steps: int | None = None, halt: str = "none",
-                batch_size: int = 256, guidance: float = 1.0, stream: bool | None = None) -> Prediction:
+                batch_size: int = 256, guidance: float = 1.0, stream: bool | None = None,
+                threshold: float = 0.0) -> Prediction:
         """Run token inputs [B, L] (or one [L]) through `steps` (default N_sup) supervision steps.
 
         halt="none" runs every step for every sample; "adaptive" stops a sample at its first step
         whose halting score is > 0 (q_halt > 0, or q_halt > q_continue for Q-learning models); the
-        steps used are returned per sample. `guidance` w decodes l_u + w*(l_c - l_u) (recur.inference).
+        steps used are returned per sample; `threshold` > 0 halts later (score > threshold). `guidance` w decodes l_u + w*(l_c - l_u) (recur.inference).
         `stream`: continuous batching (a halted sample's slot takes the next one); default on for
         adaptive halting on a GPU. Both paths give the same answers.
         """
@@ -110,15 +111,16 @@ class Recur:
             stream = halt == "adaptive" and self.device.type == "cuda"
         if stream:
             parts = [infer_stream(self.module, x.to(self.device), ids.to(self.device), n, batch_size, halt, rec.act,
-                                  rec.feedback, guidance)]
+                                  rec.feedback, guidance, threshold)]
         else:
             parts = [infer(self.module, x[lo:lo + batch_size].to(self.device), ids[lo:lo + batch_size].to(self.device),
-                           n, halt, rec.act, rec.feedback, guidance) for lo in range(0, len(x), batch_size)]
+                           n, halt, rec.act, rec.feedback, guidance, threshold) for lo in range(0, len(x), batch_size)]
         cat = lambda name, dim=0: torch.cat([getattr(r, name).cpu() for r in parts], dim)  # noqa: E731
         return Prediction(tokens=cat("tokens"), logits=cat("logits").float(), steps=cat("steps"),
                           per_step=cat("per_step", 1), halt_score=cat("halt_score", 1))
 
-    def solve(self, puzzles: list[str], steps: int | None = None, halt: str = "adaptive") -> tuple[np.ndarray, Prediction]:
+    def solve(self, puzzles: list[str], steps: int | None = None, halt: str = "adaptive",
+              threshold: float = 0.0) -> tuple[np.ndarray, Prediction]:
         """Puzzle texts -> (input tokens [B, L], Prediction); malformed text raises RecurError."""
         inputs = np.stack([self.task.parse(p, self.info) for p in puzzles])
-        return inputs, self.predict(inputs, steps=steps, halt=halt)
+        return inputs, self.predict(inputs, steps=steps, halt=halt, threshold=threshold)

@@ -85,7 +85,7 @@ def cmd_eval(a) -> None:
     model, split, data_dir = _model_and_split(a)
     res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
                    model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info,
-                   feedback=model.cfg.recursion.feedback, guidance=a.guidance)
+                   feedback=model.cfg.recursion.feedback, guidance=a.guidance, threshold=a.threshold)
     if a.json:
         print(json.dumps(res))
         return
@@ -146,7 +146,7 @@ def cmd_solve(a) -> None:
     texts = model.task.read_puzzles(src, model.info) if src.is_file() else [a.puzzle]
     if not texts:
         raise RecurError(f"{a.puzzle} holds no puzzles")
-    inputs, pred = model.solve(texts, steps=a.steps, halt=a.halt)
+    inputs, pred = model.solve(texts, steps=a.steps, halt=a.halt, threshold=a.threshold)
     for i in range(len(texts)):
         if len(texts) > 1:
             print(f"# puzzle {i + 1}")
@@ -224,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--guidance", type=float, default=1.0, help="guided decoding w (1 = plain; see recur.inference)")
+    e.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(fn=cmd_eval)
 
@@ -243,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="run directory or checkpoint (default: the newest run under ./runs)")
     s.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's N_sup)")
     s.add_argument("--halt", choices=["none", "adaptive"], default="adaptive")
+    s.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_solve)
 

@@ -290,6 +290,9 @@ class EvalConfig:
     halt: Literal["none", "adaptive"] = "none"
     """`none`: every sample runs all N_sup steps (the reference protocol); `adaptive`: a sample stops at
     the first step whose q_halt > 0 and its answer is read there."""
+    halt_threshold: float = 0.0
+    """Adaptive halting stops a sample once its halting score is > this (0 = the trained decision; higher halts
+    later: an accuracy-for-compute knob at inference)."""
     guidance: float = 1.0
     """Guided decoding w: read answers from l_u + w*(l_c - l_u), l_c the logits after a step and l_u those before
     it (the DIS paper's policy-improvement knob); 1 = plain decoding."""

@@ -21,7 +21,7 @@ from .inference import infer
 @torch.no_grad()
 def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.device, halt: str = "none",
              act: str = "halt", dist: Dist | None = None, limit: int = 0, task=None, info: dict | None = None,
-             feedback: str = "input", guidance: float = 1.0) -> dict:
+             feedback: str = "input", guidance: float = 1.0, threshold: float = 0.0) -> dict:
     """Metrics over the split (summed across ranks): exact/token accuracy, accuracy after every supervision
     step, accuracy and steps with adaptive halting, net calls and FLOPs per example, and the task's own
     metrics (`task.score`) when given."""
@@ -38,13 +38,14 @@ def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.dev
     for b in eval_batches(split, batch_size, dist.rank, dist.world, limit):
         inputs = torch.from_numpy(b["inputs"]).to(device)
         labels = torch.from_numpy(b["labels"]).to(device)
-        res = infer(model, inputs, torch.from_numpy(b["puzzle_ids"]).to(device), n_sup, halt, act, feedback, guidance)
+        res = infer(model, inputs, torch.from_numpy(b["puzzle_ids"]).to(device), n_sup, halt, act, feedback, guidance,
+                    threshold)
         valid = labels != IGNORE
         right = (res.per_step == labels) & valid  # [S, B, L]
         exact_s = right.sum(-1) == valid.sum(-1)  # [S, B]
         token_s = right.sum(-1) / valid.sum(-1).clamp_min(1)  # [S, B]
-        # the answer adaptive halting reads: first step with a halting score > 0, else the last
-        fired = res.halt_score > 0
+        # the answer adaptive halting reads: first step with a halting score > threshold, else the last
+        fired = res.halt_score > threshold
         stop = torch.where(fired.any(0), fired.int().argmax(0), n_sup - 1)  # [B], 0-based
         per_row = {"exact_accuracy": exact_s[-1], "token_accuracy": token_s[-1],
                    "exact_adaptive": exact_s.gather(0, stop.view(1, -1))[0], "mean_steps_adaptive": stop + 1,

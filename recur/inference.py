@@ -62,8 +62,9 @@ def _initial_logits(model, B: int) -> torch.Tensor:
 
 @torch.no_grad()
 def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, halt: str = "none",
-          act: str = "halt", feedback: str = "input", guidance: float = 1.0) -> Inference:
-    """One batch through N_sup supervision steps (see the module docstring)."""
+          act: str = "halt", feedback: str = "input", guidance: float = 1.0, threshold: float = 0.0) -> Inference:
+    """One batch through N_sup supervision steps (see the module docstring); with halt="adaptive" a row stops
+    once its halting score is > `threshold` (0: the trained decision; higher: later, more careful halting)."""
     B = inputs.shape[0]
     state = model.init_state(B)
     seen = inputs  # what the net reads as x
@@ -93,7 +94,7 @@ def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, hal
         per_step.append(tokens)
         score_per_step.append(score)
         if halt == "adaptive":
-            rows = rows[row_score <= 0]
+            rows = rows[row_score <= threshold]
             if rows.numel() == 0:  # everyone halted: the remaining steps repeat the final answers
                 per_step += [tokens] * (n_sup - s)
                 score_per_step += [score] * (n_sup - s)
@@ -105,7 +106,7 @@ def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, hal
 @torch.no_grad()
 def infer_stream(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, batch_size: int,
                  halt: str = "adaptive", act: str = "halt", feedback: str = "input",
-                 guidance: float = 1.0) -> Inference:
+                 guidance: float = 1.0, threshold: float = 0.0) -> Inference:
     """Every puzzle of `inputs` [N, L] (on the model's device) with continuous batching: up to `batch_size`
     puzzles run at once; one that halts (halt="adaptive") or reaches N_sup gives its slot to the next.
     Each puzzle gets the answer `infer` would give it; results come back in input order."""
@@ -134,7 +135,7 @@ def infer_stream(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: i
         prev = raw if guidance != 1.0 else None
         done = steps >= n_sup
         if halt == "adaptive":
-            done |= score > 0
+            done |= score > threshold
         finished = done.nonzero().squeeze(1)
         if finished.numel() == 0:  # one host sync per step: the price of refilling rows
             continue

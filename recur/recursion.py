@@ -135,6 +135,7 @@ class DeepSupervision:
         self.cfg, self.global_batch = cfg, global_batch
         self.gen = torch.Generator().manual_seed(seed)
         self.rank = rank
+        self.loss_fn = step_loss  # the trainer may swap in a compiled copy
 
     def empty_carry(self, model, batch: dict[str, torch.Tensor]) -> Carry:
         x = batch["inputs"]
@@ -190,7 +191,7 @@ class DeepSupervision:
         weight = active.to(torch.float32)
         if cfg.step_weights != "uniform":
             weight = weight * step_weight(cfg.step_weights, steps, cfg.n_sup, cfg.step_decay)
-        loss = step_loss(out.logits, out.q_halt, out.q_continue, labels, weight, cfg.loss, cfg.act,
+        loss = self.loss_fn(out.logits, out.q_halt, out.q_continue, labels, weight, cfg.loss, cfg.act,
                          cfg.halt_weight, target, cfg.loss_precision)
         with torch.no_grad():
             u, m = self._explore(active.shape[0], active.device) if model.training else (None, None)

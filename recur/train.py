@@ -37,7 +37,7 @@ WINDOW = ("count", "accuracy", "exact_accuracy", "halt_accuracy", "steps", "call
 # settings that may change when a run is resumed (they do not change its math)
 RESUMABLE = {"train.steps", "train.time_limit", "train.log_every", "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
              "train.device", "train.compile", "train.threads", "train.tensorboard", "train.progress",
-             "eval.halt", "eval.guidance", "eval.batch_size", "eval.max_examples", "eval.show"}
+             "eval.halt", "eval.halt_threshold", "eval.guidance", "eval.batch_size", "eval.max_examples", "eval.show"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -219,7 +219,7 @@ class Trainer:
         return evaluate(self.eval_model, self.test_split, c.recursion.n_sup, c.eval.batch_size or c.train.batch_size,
                         self.device, halt or c.eval.halt, c.recursion.act, self.dist,
                         c.eval.max_examples if limit is None else limit, self.data.task, self.data.info,
-                        c.recursion.feedback, c.eval.guidance)
+                        c.recursion.feedback, c.eval.guidance, c.eval.halt_threshold)
 
     def _set_depth(self, total: int) -> None:
         """Depth curriculum (recursion.curriculum): the (T, n) of the stage this step falls in."""

@@ -74,3 +74,12 @@ def test_feedback_feeds_the_previous_answer_back():
     seen.clear()
     stream = infer_stream(model, x, ids, 3, 2, "none", feedback="prediction")
     assert torch.equal(stream.tokens, res.tokens)
+
+
+def test_a_higher_halting_threshold_halts_later_on_both_paths():
+    model = trained_looking()
+    x, ids = torch.randint(1, 6, (30, 16)), torch.zeros(30, dtype=torch.long)
+    low, high = infer(model, x, ids, 6, "adaptive"), infer(model, x, ids, 6, "adaptive", threshold=1.0)
+    assert (high.steps >= low.steps).all() and (high.steps > low.steps).any()
+    stream = infer_stream(model, x, ids, 6, 8, "adaptive", threshold=1.0)
+    assert torch.equal(stream.steps, high.steps) and torch.equal(stream.tokens, high.tokens)
