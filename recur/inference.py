@@ -51,11 +51,12 @@ def _step(model, state, tokens, puzzle_ids, step: int | torch.Tensor, act: str, 
     return state, dec, raw, halt_score(out, act)
 
 
-def _fed_back(inputs: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+def fed_back(inputs: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """What the net reads next with feedback="prediction": the answer, PAD where the puzzle has PAD."""
     return torch.where(inputs == IGNORE, IGNORE, answer.to(inputs.dtype))
 
 
-def _initial_logits(model, B: int) -> torch.Tensor:
+def initial_logits(model, B: int) -> torch.Tensor:
     """ℓ_u of the first step: the readout of the initial answer state, [B, L, V]."""
     return model.readout(model.init_state(1)[0]).logits.expand(B, -1, -1)
 
@@ -68,7 +69,7 @@ def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, hal
     B = inputs.shape[0]
     state = model.init_state(B)
     seen = inputs  # what the net reads as x
-    prev = _initial_logits(model, B) if guidance != 1.0 else None
+    prev = initial_logits(model, B) if guidance != 1.0 else None
     rows = torch.arange(B, device=inputs.device)  # rows still running
     steps = torch.zeros(B, dtype=torch.int32, device=inputs.device)
     tokens, score = torch.zeros_like(inputs), torch.zeros(B, device=inputs.device)
@@ -77,18 +78,18 @@ def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, hal
     for s in range(1, n_sup + 1):
         if rows.numel() == B:  # nobody halted yet: no gather/scatter
             state, dec, raw, row_score = _step(model, state, seen, puzzle_ids, s, act, prev, guidance)
-            logits, prev = dec, raw
+            logits, prev = dec, (raw if guidance != 1.0 else None)
         else:
             sub = tuple(t[rows] for t in state)
             sub, dec, raw, row_score = _step(model, sub, seen[rows], puzzle_ids[rows], s, act,
-                                             None if prev is None else prev[rows], guidance)
+                                             prev[rows] if prev is not None else None, guidance)
             state = tuple(full.index_copy(0, rows, part) for full, part in zip(state, sub))
             logits = logits.index_copy(0, rows, dec.to(logits.dtype))
             prev = prev.index_copy(0, rows, raw) if guidance != 1.0 else None
         answer = dec.argmax(-1).to(tokens.dtype)
         tokens = tokens.index_copy(0, rows, answer)
         if feedback == "prediction":
-            seen = _fed_back(inputs, tokens)
+            seen = fed_back(inputs, tokens)
         score = score.index_copy(0, rows, row_score)
         steps[rows] = s
         per_step.append(tokens)
@@ -118,7 +119,7 @@ def infer_stream(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: i
     state = model.init_state(B)
     x, seen, pid = inputs[:B].clone(), inputs[:B].clone(), puzzle_ids[:B].clone()
     steps = torch.zeros(B, dtype=torch.int32, device=dev)
-    init = _initial_logits(model, 1) if guidance != 1.0 else None
+    init = initial_logits(model, 1) if guidance != 1.0 else None
     prev = init.expand(B, -1, -1).clone() if init is not None else None
     tokens, used = torch.zeros_like(inputs), torch.zeros(N, dtype=torch.int32, device=dev)
     per_step = torch.zeros((n_sup, N, L), dtype=inputs.dtype, device=dev)
@@ -131,7 +132,7 @@ def infer_stream(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: i
         per_step[steps.long() - 1, slot] = answer
         scores[steps.long() - 1, slot] = score.float()
         if feedback == "prediction":
-            seen = _fed_back(x, answer)
+            seen = fed_back(x, answer)
         prev = raw if guidance != 1.0 else None
         done = steps >= n_sup
         if halt == "adaptive":

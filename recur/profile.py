@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .data import Split, eval_batches
-from .inference import _fed_back, _initial_logits
+from .inference import fed_back, initial_logits
 from .losses import IGNORE
 from .plots import have_matplotlib
 
@@ -47,7 +47,7 @@ def profile(model, split: Split, n_sup: int, batch_size: int, device: torch.devi
         open_ = (labels != IGNORE) & (labels != inputs)  # [B, L]
         n_open = open_.sum(-1)
         state, seen = model.init_state(B), inputs
-        prev = _initial_logits(model, B).float()
+        prev = initial_logits(model, B).float()
         points = [(0, 0, prev)]
         for s in range(1, n_sup + 1):
             trace: list = []
@@ -55,7 +55,7 @@ def profile(model, split: Split, n_sup: int, batch_size: int, device: torch.devi
             per_point = model.net_calls / len(trace)
             points += [(s, t + 1, o.logits.float()) for t, o in enumerate(trace)]
             if feedback == "prediction":
-                seen = _fed_back(inputs, out.logits.argmax(-1))
+                seen = fed_back(inputs, out.logits.argmax(-1))
         for (s, t, logits), (_, _, before) in zip(points, [points[0]] + points[:-1]):
             right = (logits.argmax(-1) == labels) & open_
             delta = logits - before  # [B, L, V]

@@ -64,6 +64,17 @@ def test_eval_and_solve(trained, capsys, tmp_path):
     assert capsys.readouterr().out.count("answer after 4 supervision steps") == 2
 
 
+def test_profile_prints_a_table_and_a_verdict_and_writes_its_files(trained, capsys, tmp_path):
+    assert main(["profile", str(trained / "run"), "--out", str(tmp_path / "prof"), "--limit", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "| step | cycle | net calls |" in out and "net calls per example" in out
+    res = json.loads((tmp_path / "prof" / "profile.json").read_text())
+    assert res["examples"] == 16 and len(res["points"]) == 1 + 4 * 2  # the initial state + N_sup * T answer updates
+    assert (tmp_path / "prof" / "profile.png").is_file()
+    assert main(["eval", str(trained / "run"), "--guidance", "1.5", "--threshold", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["net_calls"] == 4 * 6
+
+
 def test_python_api(trained):
     import recur
     model = recur.load(trained / "run", device="cpu")
@@ -92,6 +103,7 @@ def test_presets_prepare_keys(tmp_path, capsys):
     (["train", "micro", "model.mixer=conv"], "one of attention|mlp_t"),
     (["train", "nosuchpreset"], "unknown preset"),
     (["eval", "/nonexistent/run"], "does not exist"),
+    (["profile", "/nonexistent/run"], "does not exist"),
     (["solve", "1234", "--model", "{run}"], "has 4 cells, expected 16"),
     (["solve", "12.4" * 3 + "x...", "--model", "{run}"], "character"),
     (["solve", "11.." + "." * 12, "--model", "{run}"], "repeats"),
