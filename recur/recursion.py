@@ -192,7 +192,7 @@ class DeepSupervision:
         if cfg.step_weights != "uniform":
             weight = weight * step_weight(cfg.step_weights, steps, cfg.n_sup, cfg.step_decay)
         loss = self.loss_fn(out.logits, out.q_halt, out.q_continue, labels, weight, cfg.loss, cfg.act,
-                         cfg.halt_weight, target, cfg.loss_precision)
+                            cfg.halt_weight, target, cfg.loss_precision)
         with torch.no_grad():
             u, m = self._explore(active.shape[0], active.device) if model.training else (None, None)
             score = halt_score(out, cfg.act)
