@@ -82,10 +82,13 @@ def _report(trainer, cfg, summary) -> None:
 def cmd_eval(a) -> None:
     from .evaluate import evaluate
 
+    if a.samples < 1 or a.noise < 0:
+        raise RecurError("--samples must be >= 1 and --noise >= 0")
     model, split, data_dir = _model_and_split(a)
     res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
                    model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info,
-                   feedback=model.cfg.recursion.feedback, guidance=a.guidance, threshold=a.threshold)
+                   feedback=model.cfg.recursion.feedback, guidance=a.guidance, threshold=a.threshold,
+                   samples=a.samples, noise=a.noise)
     if a.json:
         print(json.dumps(res))
         return
@@ -225,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--guidance", type=float, default=1.0, help="guided decoding w (1 = plain; see recur.inference)")
     e.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
+    e.add_argument("--samples", type=int, default=1, help="noisy trajectories per puzzle, best by the halting head")
+    e.add_argument("--noise", type=float, default=0.1, help="std of the latent noise with --samples > 1")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(fn=cmd_eval)
 

@@ -15,16 +15,18 @@ import torch
 from .data import Split, eval_batches
 from .dist import Dist
 from .losses import IGNORE
-from .inference import infer
+from .inference import infer, infer_sampled
 
 
 @torch.no_grad()
 def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.device, halt: str = "none",
              act: str = "halt", dist: Dist | None = None, limit: int = 0, task=None, info: dict | None = None,
-             feedback: str = "input", guidance: float = 1.0, threshold: float = 0.0) -> dict:
+             feedback: str = "input", guidance: float = 1.0, threshold: float = 0.0, samples: int = 1,
+             noise: float = 0.0) -> dict:
     """Metrics over the split (summed across ranks): exact/token accuracy, accuracy after every supervision
     step, accuracy and steps with adaptive halting, net calls and FLOPs per example, and the task's own
-    metrics (`task.score`) when given."""
+    metrics (`task.score`) when given. samples > 1: `samples` noisy trajectories per example (all steps),
+    the one with the highest final halting score is scored (recur.inference.infer_sampled)."""
     dist = dist or Dist()
     was_training = model.training
     model.eval()
@@ -38,8 +40,9 @@ def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.dev
     for b in eval_batches(split, batch_size, dist.rank, dist.world, limit):
         inputs = torch.from_numpy(b["inputs"]).to(device)
         labels = torch.from_numpy(b["labels"]).to(device)
-        res = infer(model, inputs, torch.from_numpy(b["puzzle_ids"]).to(device), n_sup, halt, act, feedback, guidance,
-                    threshold)
+        ids = torch.from_numpy(b["puzzle_ids"]).to(device)
+        res = (infer_sampled(model, inputs, ids, n_sup, samples, noise, act, feedback) if samples > 1 else
+               infer(model, inputs, ids, n_sup, halt, act, feedback, guidance, threshold))
         valid = labels != IGNORE
         right = (res.per_step == labels) & valid  # [S, B, L]
         exact_s = right.sum(-1) == valid.sum(-1)  # [S, B]
@@ -67,9 +70,9 @@ def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.dev
            "exact_adaptive": mean.get("exact_adaptive", 0.0), "mean_steps_adaptive": mean.get("mean_steps_adaptive", 0.0),
            "halt_accuracy": mean.get("halt_accuracy", 0.0),
            # cost per example: all steps (halt=none), and with adaptive halting
-           "net_calls": (n_sup if halt == "none" else mean.get("mean_steps_adaptive", 0.0)) * model.net_calls,
+           "net_calls": samples * (n_sup if halt == "none" else mean.get("mean_steps_adaptive", 0.0)) * model.net_calls,
            "net_calls_adaptive": mean.get("mean_steps_adaptive", 0.0) * model.net_calls,
-           "flops": (n_sup if halt == "none" else mean.get("mean_steps_adaptive", 0.0)) * model.step_flops(False),
+           "flops": samples * (n_sup if halt == "none" else mean.get("mean_steps_adaptive", 0.0)) * model.step_flops(False),
            "exact_per_step": [mean.get(f"exact_step_{i}", 0.0) for i in steps],
            "token_per_step": [mean.get(f"token_step_{i}", 0.0) for i in steps]}
     out["task"] = {k: v for k, v in mean.items() if k not in out and not k.startswith(("exact_step_", "token_step_"))}

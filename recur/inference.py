@@ -8,7 +8,11 @@ Two drivers give the same answers:
                 halts (or reaches N_sup) and the next puzzle takes its slot, so the batch never
                 computes for finished puzzles. The fast path for adaptive halting.
 
-Both support the DIS options: the step index passed to the model (time conditioning), feeding
+`infer_sampled` runs K trajectories per puzzle with Gaussian noise on the latent after every
+supervision step and keeps the one the halting head trusts most (Probabilistic TRM, arXiv
+2605.19943): an accuracy-for-compute knob that needs no retraining.
+
+Both drivers support the DIS options: the step index passed to the model (time conditioning), feeding
 the previous answer back as input (feedback="prediction"), and guided decoding
 ℓ_w = ℓ_u + w·(ℓ_c − ℓ_u), where ℓ_c are the logits after the step and ℓ_u those of the answer
 state before it (w = 1: plain decoding). Guidance changes what is read out and fed back, never
@@ -63,9 +67,11 @@ def initial_logits(model, B: int) -> torch.Tensor:
 
 @torch.no_grad()
 def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, halt: str = "none",
-          act: str = "halt", feedback: str = "input", guidance: float = 1.0, threshold: float = 0.0) -> Inference:
+          act: str = "halt", feedback: str = "input", guidance: float = 1.0, threshold: float = 0.0,
+          noise: float = 0.0, generator: torch.Generator | None = None) -> Inference:
     """One batch through N_sup supervision steps (see the module docstring); with halt="adaptive" a row stops
-    once its halting score is > `threshold` (0: the trained decision; higher: later, more careful halting)."""
+    once its halting score is > `threshold` (0: the trained decision; higher: later, more careful halting).
+    `noise` > 0 adds N(0, noise^2) to the latent (the last state tensor, TRM's z) after every step."""
     B = inputs.shape[0]
     state = model.init_state(B)
     seen = inputs  # what the net reads as x
@@ -86,6 +92,10 @@ def infer(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, hal
             state = tuple(full.index_copy(0, rows, part) for full, part in zip(state, sub))
             logits = logits.index_copy(0, rows, dec.to(logits.dtype))
             prev = prev.index_copy(0, rows, raw) if guidance != 1.0 else None
+        if noise:
+            z = state[-1]
+            z = z + noise * torch.randn(z.shape, generator=generator, device=z.device, dtype=torch.float32).to(z.dtype)
+            state = state[:-1] + (z,)
         answer = dec.argmax(-1).to(tokens.dtype)
         tokens = tokens.index_copy(0, rows, answer)
         if feedback == "prediction":
@@ -166,3 +176,25 @@ def infer_stream(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: i
     return Inference(tokens=tokens, logits=logits, steps=used,
                      per_step=torch.where(after.unsqueeze(-1), tokens.unsqueeze(0), per_step),
                      halt_score=torch.where(after, last, scores))
+
+
+@torch.no_grad()
+def infer_sampled(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: int, samples: int, noise: float,
+                  act: str = "halt", feedback: str = "input", seed: int = 0) -> Inference:
+    """K = `samples` trajectories per puzzle, all N_sup steps; trajectory 0 is noise-free, the others get
+    N(0, noise^2) on the latent after every step. Each puzzle keeps the trajectory with the highest final
+    halting score. Costs K times the net calls of `infer`."""
+    B = inputs.shape[0]
+    gen = torch.Generator(device=inputs.device).manual_seed(seed)
+    runs = [infer(model, inputs, puzzle_ids, n_sup, "none", act, feedback)]
+    runs += [infer(model, inputs, puzzle_ids, n_sup, "none", act, feedback, noise=noise, generator=gen)
+             for _ in range(samples - 1)]
+    best = torch.stack([r.halt_score[-1] for r in runs]).argmax(0)  # [B]
+    rows = torch.arange(B, device=inputs.device)
+
+    def pick(name: str, axis: int = 0):
+        stacked = torch.stack([getattr(r, name) for r in runs])  # [K, ...]
+        return stacked[best, rows] if axis == 0 else stacked[best, :, rows].transpose(0, 1)
+
+    return Inference(tokens=pick("tokens"), logits=pick("logits"), steps=pick("steps"),
+                     per_step=pick("per_step", 1), halt_score=pick("halt_score", 1))

@@ -73,6 +73,8 @@ def test_profile_prints_a_table_and_a_verdict_and_writes_its_files(trained, caps
     assert (tmp_path / "prof" / "profile.png").is_file()
     assert main(["eval", str(trained / "run"), "--guidance", "1.5", "--threshold", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["net_calls"] == 4 * 6
+    assert main(["eval", str(trained / "run"), "--samples", "3", "--noise", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["net_calls"] == 3 * 4 * 6  # three trajectories per puzzle
 
 
 def test_python_api(trained):
@@ -104,6 +106,7 @@ def test_presets_prepare_keys(tmp_path, capsys):
     (["train", "nosuchpreset"], "unknown preset"),
     (["eval", "/nonexistent/run"], "does not exist"),
     (["profile", "/nonexistent/run"], "does not exist"),
+    (["eval", "{run}", "--samples", "0"], "--samples must be >= 1"),
     (["solve", "1234", "--model", "{run}"], "has 4 cells, expected 16"),
     (["solve", "12.4" * 3 + "x...", "--model", "{run}"], "character"),
     (["solve", "11.." + "." * 12, "--model", "{run}"], "repeats"),

@@ -83,3 +83,18 @@ def test_a_higher_halting_threshold_halts_later_on_both_paths():
     assert (high.steps >= low.steps).all() and (high.steps > low.steps).any()
     stream = infer_stream(model, x, ids, 6, 8, "adaptive", threshold=1.0)
     assert torch.equal(stream.steps, high.steps) and torch.equal(stream.tokens, high.tokens)
+
+
+def test_sampled_trajectories_keep_the_one_the_halting_head_trusts_most():
+    from recur.inference import infer_sampled
+
+    model = trained_looking()
+    x, ids = torch.randint(1, 6, (12, 16)), torch.zeros(12, dtype=torch.long)
+    plain = infer(model, x, ids, 4)
+    one = infer_sampled(model, x, ids, 4, samples=1, noise=0.5)
+    assert torch.equal(one.tokens, plain.tokens) and torch.equal(one.per_step, plain.per_step)
+    many = infer_sampled(model, x, ids, 4, samples=6, noise=0.5)
+    assert many.per_step.shape == plain.per_step.shape and many.halt_score.shape == plain.halt_score.shape
+    assert (many.halt_score[-1] >= plain.halt_score[-1]).all()  # never below the noise-free trajectory
+    assert (many.halt_score[-1] > plain.halt_score[-1]).any()  # and the noise found better-scored ones
+    assert torch.equal(many.per_step[-1], many.tokens)
