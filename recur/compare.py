@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .config import load_config, preset_path, read_toml
 from .errors import RecurError
-from .plots import have_matplotlib
+from .plots import have_matplotlib, save, subplots
 from .profile import profile
 from .runlog import read_metrics
 from .train import Trainer
@@ -139,12 +139,7 @@ def per_step_plot(root: Path, rows: dict[str, list[dict]]) -> Path | None:
     """Exact accuracy after each supervision step, per arm: against the step and against net calls."""
     if not have_matplotlib():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    fig, ax = subplots(2)
     for arm, rs in rows.items():
         curve = [statistics.fmean(v) for v in zip(*(r["exact_per_step"] for r in rs))]
         steps = range(1, len(curve) + 1)
@@ -152,11 +147,4 @@ def per_step_plot(root: Path, rows: dict[str, list[dict]]) -> Path | None:
         ax[1].plot([s * rs[0]["net_calls_per_step"] for s in steps], curve, "o-", label=arm)
     ax[0].set(title="test exact accuracy per supervision step", xlabel="supervision step", ylim=(0, 1.02))
     ax[1].set(title="... against net calls per example", xlabel="net calls per example", xscale="log", ylim=(0, 1.02))
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend()
-    fig.tight_layout()
-    out = root / "per_step.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, ax, root / "per_step.png")

@@ -15,6 +15,31 @@ def have_matplotlib() -> bool:
     return True
 
 
+def subplots(n: int, width: float = 6.0):
+    """A headless figure with n panels side by side (call only when have_matplotlib())."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, n, figsize=(width * n, 4))
+
+
+def save(fig, ax, out: Path, legend: bool = True) -> Path:
+    """Grid (and legend) on every panel, then write the figure to `out` and free it."""
+    import matplotlib.pyplot as plt
+
+    for a in ax:
+        a.grid(alpha=0.3)
+        if legend:
+            a.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def training_plot(run_dir: Path) -> Path | None:
     """<run>/plots/training.png: loss, accuracy over training, and accuracy per supervision step.
 
@@ -22,15 +47,10 @@ def training_plot(run_dir: Path) -> Path | None:
     """
     if not have_matplotlib():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = read_metrics(run_dir)
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    fig, ax = subplots(3, 5.0)
     if train:
         ax[0].plot([r["step"] for r in train], [r["loss"] for r in train])
         ax[0].set_yscale("log")
@@ -48,11 +68,4 @@ def training_plot(run_dir: Path) -> Path | None:
                   ylim=(0, 1.02))
     ax[1].set(title="accuracy", xlabel="optimizer step", ylim=(0, 1.02))
     ax[1].legend()
-    for a in ax:
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(run_dir) / "plots" / "training.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, ax, Path(run_dir) / "plots" / "training.png", legend=False)

@@ -26,7 +26,7 @@ import torch
 from .data import Split, eval_batches
 from .inference import fed_back, initial_logits
 from .losses import IGNORE
-from .plots import have_matplotlib
+from .plots import have_matplotlib, save, subplots
 
 TOLERANCE = 0.005  # "within 0.5 point"
 
@@ -109,14 +109,9 @@ def write(res: dict, out_dir: Path) -> tuple[Path, Path | None]:
     path.write_text(json.dumps(res, indent=1))
     if not have_matplotlib():
         return path, None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pts = res["points"]
     calls = [p["net_calls"] for p in pts]
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    fig, ax = subplots(2)
     ax[0].plot(calls, [p["exact_accuracy"] for p in pts], "o-", label="exact")
     ax[0].plot(calls, [p["token_accuracy"] for p in pts], "s-", label="token (open cells)")
     ax[0].axvline(res["enough_net_calls"], color="gray", ls="--", label="within 0.5 point of the full run")
@@ -126,11 +121,4 @@ def write(res: dict, out_dir: Path) -> tuple[Path, Path | None]:
     ax[1].plot([p["net_calls"] for p in dead], [p["margin"] for p in dead], "x", color="red", ms=9, label="dead")
     ax[1].axhline(0, color="gray", lw=0.8)
     ax[1].set(title="advantage margin per recursion step", xlabel="net calls", yscale="symlog")
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend()
-    fig.tight_layout()
-    png = out_dir / "profile.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return path, png
+    return path, save(fig, ax, out_dir / "profile.png")
