@@ -16,3 +16,14 @@ def tiny_model_cfg(**kw) -> ModelConfig:
 
 
 INFO = {"vocab_size": 6, "seq_len": 16, "num_puzzle_ids": 3, "size": 4}
+
+
+def assert_one_line_error(capsys, rc: int, *needles: str) -> str:
+    """The CLI answered a user mistake with exit status 2 and one `recur: error:` line holding every needle."""
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("recur: error: "), err
+    for needle in needles:
+        assert needle in lines[0], err
+    return lines[0]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import assert_one_line_error
 import yaml
 from safetensors.torch import load_file
 
@@ -63,16 +65,6 @@ def run_steps(model, inputs, ids, steps=STEPS):
             state, out = model.module(state, inputs, ids)
             outs.append(out)
     return outs
-
-
-def assert_one_line_error(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("recur: error: "), err
-    for needle in needles:
-        assert needle in lines[0], err
-    return lines[0]
 
 
 # --- parity with the reference ------------------------------------------------------------------

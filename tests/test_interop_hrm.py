@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import assert_one_line_error
 import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
@@ -59,16 +61,6 @@ def load_converted(variant: str, out: Path) -> Recur:
 
 def batch(exp):
     return exp["inputs"].long(), exp["puzzle_identifiers"].long()
-
-
-def assert_one_line_error(capsys, rc: int, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert rc == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("recur: error: "), err
-    for needle in needles:
-        assert needle in lines[0], err
-    return lines[0]
 
 
 # --- parity with the reference ------------------------------------------------------------------
