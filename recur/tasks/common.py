@@ -74,3 +74,34 @@ def read_lines(path: Path) -> list[str]:
         raise RecurError(f"{path}: cannot read the puzzle file ({e.strerror})") from None
     except UnicodeDecodeError:
         raise RecurError(f"{path}: the puzzle file is not UTF-8 text") from None
+
+
+CSV_HEADER = "source,q,a,rating"  # the HRM/TRM dataset builders' CSV layout
+
+
+def read_csv_blocks(path: str | Path, size: int | None, parse_block: Callable, noun: str) -> tuple[np.ndarray, ...]:
+    """Read a `source,q,a,rating` CSV in ~64 MB blocks of lines.
+
+    `parse_block(lines, first_line_no, path, header, size)` turns a block into (q, a, extra, size) arrays;
+    the size found in the first rows must hold for the rest. Returns the concatenated (q, a, extra).
+    """
+    path = Path(path)
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise RecurError(f"{path}: cannot read the {noun} CSV ({e.strerror})") from None
+    parts = []
+    with f:
+        header = f.readline().removeprefix(b"\xef\xbb\xbf").strip().decode(errors="replace")
+        if header not in (CSV_HEADER, "source,q,a"):
+            raise RecurError(f"{path} line 1: header is {header!r}, expected {CSV_HEADER!r}")
+        first = 2
+        while lines := f.readlines(1 << 26):  # blocks keep the per-row Python objects bounded
+            q, a, extra, found = parse_block(lines, first, path, header, size)
+            first += len(lines)
+            if len(q):
+                size = found
+                parts.append((q, a, extra))
+    if not parts:
+        raise RecurError(f"{path}: no {noun} rows after the header")
+    return tuple(np.concatenate(column) for column in zip(*parts))

@@ -36,14 +36,15 @@ import numpy as np
 from ..config import MazeData
 from ..errors import RecurError
 from .base import Split, Task
-from .common import DIHEDRAL_INVERSE, derive_seed, dihedral, dihedral_inverse, ordered_map, read_lines, subsample  # noqa: F401
+from .common import (  # noqa: F401  (dihedral names are re-exported for the tests and users)
+    CSV_HEADER, DIHEDRAL_INVERSE, derive_seed, dihedral, dihedral_inverse, ordered_map, read_csv_blocks, read_lines,
+    subsample)
 
 CHARS = "# SGo"
 """Token t (1..5) is CHARS[t - 1]."""
 WALL, OPEN, START, GOAL, PATH = 1, 2, 3, 4, 5
 VOCAB_SIZE = 6
 MAX_SIZE = 64
-CSV_HEADER = "source,q,a,rating"
 
 _CHUNK = 16  # mazes per generation chunk: the unit of seeding, so output ignores the worker count
 _BATCH = 2048  # candidate wall layouts per numpy batch, at most
@@ -486,26 +487,7 @@ def read_csv(path: str | Path, size: int | None = None) -> tuple[np.ndarray, np.
     Every label must draw a shortest S-G path (checked by BFS). The size comes from the first row's
     q (size * size characters) and must equal `size` when given.
     """
-    path = Path(path)
-    try:
-        f = path.open("rb")
-    except OSError as e:
-        raise RecurError(f"{path}: cannot read the maze CSV ({e.strerror})") from None
-    parts = []
-    with f:
-        header = f.readline().removeprefix(b"\xef\xbb\xbf").strip().decode(errors="replace")
-        if header not in (CSV_HEADER, "source,q,a"):
-            raise RecurError(f"{path} line 1: header is {header!r}, expected {CSV_HEADER!r}")
-        first = 2
-        while lines := f.readlines(1 << 26):  # ~64 MB blocks keep the per-row Python objects bounded
-            q, a, moves, found = _csv_block(lines, first, path, header, size)
-            first += len(lines)
-            if len(q):
-                size = found
-                parts.append((q, a, moves))
-    if not parts:
-        raise RecurError(f"{path}: no maze rows after the header")
-    return tuple(np.concatenate(column) for column in zip(*parts))
+    return read_csv_blocks(path, size, _csv_block, "maze")
 
 
 # --- dataset --------------------------------------------------------------------------------------

@@ -20,12 +20,11 @@ import numpy as np
 from ..config import SudokuData
 from ..errors import RecurError
 from .base import Split, Task
-from .common import derive_seed, ordered_map, read_lines, subsample
+from .common import CSV_HEADER, derive_seed, ordered_map, read_csv_blocks, read_lines, subsample
 
 BOX = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 """Box shape (rows, columns) per grid size."""
 
-CSV_HEADER = "source,q,a,rating"
 _CHUNK = 16  # puzzles per generation chunk: the unit of seeding, so output ignores the worker count
 _TRIES = 20  # generation attempts a chunk may spend per puzzle it should deliver
 _PARALLEL_CELLS = 16_000  # count * size^2 from which a second process pays for its start
@@ -440,26 +439,7 @@ def read_csv(path: str | Path, size: int | None = None) -> tuple[np.ndarray, np.
 
     The size comes from the first row's q (16, 36 or 81 cells) and must equal `size` when given.
     """
-    path = Path(path)
-    try:
-        f = path.open("rb")
-    except OSError as e:
-        raise RecurError(f"{path}: cannot read the puzzle CSV ({e.strerror})") from None
-    parts = []
-    with f:
-        header = f.readline().removeprefix(b"\xef\xbb\xbf").strip().decode(errors="replace")
-        if header not in (CSV_HEADER, "source,q,a"):
-            raise RecurError(f"{path} line 1: header is {header!r}, expected {CSV_HEADER!r}")
-        first = 2
-        while lines := f.readlines(1 << 26):  # ~64 MB blocks keep the per-row Python objects bounded
-            q, a, ratings, found = _csv_block(lines, first, path, header, size)
-            first += len(lines)
-            if len(q):
-                size = found
-                parts.append((q, a, ratings))
-    if not parts:
-        raise RecurError(f"{path}: no puzzle rows after the header")
-    return tuple(np.concatenate(column) for column in zip(*parts))
+    return read_csv_blocks(path, size, _csv_block, "puzzle")
 
 
 def render(digits: np.ndarray | Sequence[int], size: int) -> str:
