@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .data import Split, eval_batches
+from .errors import RecurError
 from .inference import fed_back, initial_logits
 from .losses import IGNORE
 from .plots import have_matplotlib, save, subplots
@@ -65,6 +66,8 @@ def profile(model, split: Split, n_sup: int, batch_size: int, device: torch.devi
             sums[(s, t)] = sums.get((s, t), 0) + row
     if was_training:
         model.train()
+    if not sums:
+        raise RecurError("the split holds no examples to profile")
     rows, last_tok, last_exact = [], None, None
     for (s, t), v in sorted(sums.items()):
         tok, exact = v[0] / max(v[1], 1), v[2] / max(v[3], 1)
