@@ -27,3 +27,12 @@ def assert_one_line_error(capsys, rc: int, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], err
     return lines[0]
+
+
+def load_exactly(model, mapped: dict) -> None:
+    """A converted state dict has exactly the model's keys and shapes; load it strictly."""
+    own = model.state_dict()
+    assert mapped.keys() == own.keys()
+    for k, v in mapped.items():
+        assert v.shape == own[k].shape, k
+    model.load_state_dict(mapped)  # strict: every recur tensor comes from the reference

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, load_exactly
 import yaml
 from safetensors.torch import load_file
 
@@ -290,11 +290,7 @@ def test_every_reference_key_maps(kind):
     cfg = replace(ModelConfig(), hidden=D, layers=shape["layers"], prefix_len=shape["prefix_len"],
                   puzzle_emb_dim=shape["puzzle_dim"], **arch)
     model = TRM(cfg, vocab_size=V, seq_len=L, num_puzzle_ids=shape["num_ids"])
-    own = model.state_dict()
-    assert mapped.keys() == own.keys()
-    for k, v in mapped.items():
-        assert v.shape == own[k].shape, k
-    model.load_state_dict(mapped)  # strict: every recur tensor comes from the reference
+    load_exactly(model, mapped)
     assert torch.equal(model.embed, inner["inner.embed_tokens.embedding_weight"])
     assert torch.equal(model.y_init, inner["inner.H_init"])
     assert torch.equal(model.z_init, inner["inner.L_init"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, load_exactly
 import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
@@ -333,11 +333,7 @@ def test_every_hrm_key_maps(layout):
     cfg = replace(ModelConfig(), hidden=D, layers=shape["layers"], puzzle_emb_dim=shape["puzzle_dim"],
                   separate_nets=True, grad="one_step", **settings)
     model = build_model(cfg, {"vocab_size": V, "seq_len": L, "num_puzzle_ids": shape["num_ids"]})
-    own = model.state_dict()
-    assert mapped.keys() == own.keys()
-    for k, v in mapped.items():
-        assert v.shape == own[k].shape, k
-    model.load_state_dict(mapped)  # strict: every recur tensor comes from the reference
+    load_exactly(model, mapped)
 
     assert torch.equal(model.embed, inner["inner.embed_tokens.embedding_weight"])
     assert torch.equal(model.head.weight, inner["inner.lm_head.weight"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -79,11 +79,14 @@ def read_lines(path: Path) -> list[str]:
 CSV_HEADER = "source,q,a,rating"  # the HRM/TRM dataset builders' CSV layout
 
 
-def read_csv_blocks(path: str | Path, size: int | None, parse_block: Callable, noun: str) -> tuple[np.ndarray, ...]:
+def read_csv_blocks(path: str | Path, size: int | None, parse_rows: Callable, noun: str,
+                    keep_spaces: bool = False) -> tuple[np.ndarray, ...]:
     """Read a `source,q,a,rating` CSV in ~64 MB blocks of lines.
 
-    `parse_block(lines, first_line_no, path, header, size)` turns a block into (q, a, extra, size) arrays;
-    the size found in the first rows must hold for the rest. Returns the concatenated (q, a, extra).
+    Each block's non-blank lines are split into fields and checked for the header's column count;
+    `parse_rows(rows, fail, size)` turns them into (q, a, extra, size) arrays, where `fail(i, problem)`
+    builds the error naming row i's line. The size found in the first rows must hold for the rest.
+    `keep_spaces`: a trailing space is data (Maze's open cells), not padding. Returns (q, a, extra).
     """
     path = Path(path)
     try:
@@ -95,13 +98,30 @@ def read_csv_blocks(path: str | Path, size: int | None, parse_block: Callable, n
         header = f.readline().removeprefix(b"\xef\xbb\xbf").strip().decode(errors="replace")
         if header not in (CSV_HEADER, "source,q,a"):
             raise RecurError(f"{path} line 1: header is {header!r}, expected {CSV_HEADER!r}")
-        first = 2
+        width, first = header.count(",") + 1, 2
         while lines := f.readlines(1 << 26):  # blocks keep the per-row Python objects bounded
-            q, a, extra, found = parse_block(lines, first, path, header, size)
+            kept = [i for i, ln in enumerate(lines) if ln.strip()]
+            rows = [(lines[i].rstrip(b"\r\n") if keep_spaces else lines[i].rstrip()).split(b",") for i in kept]
+
+            def fail(row: int, problem: str, first=first, kept=kept) -> RecurError:
+                return RecurError(f"{path} line {first + kept[row]}: {problem}")
+
+            widths = np.fromiter(map(len, rows), np.int64, len(rows))
+            if (bad := np.flatnonzero(widths != width)).size:
+                raise fail(bad[0], f"has {widths[bad[0]]} columns, expected {width} ({header})")
             first += len(lines)
-            if len(q):
-                size = found
+            if rows:
+                q, a, extra, size = parse_rows(rows, fail, size)
                 parts.append((q, a, extra))
     if not parts:
         raise RecurError(f"{path}: no {noun} rows after the header")
     return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+def cell_bytes(texts: Sequence[bytes], name: str, size: int, fail: Callable) -> np.ndarray:
+    """The CSV column `name` as bytes [n, size*size]; a row of another length is an error naming it."""
+    cells = size * size
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    if (bad := np.flatnonzero(lengths != cells)).size:
+        raise fail(bad[0], f"{name} has {lengths[bad[0]]} cells, expected {cells} ({size}x{size})")
+    return np.frombuffer(b"".join(texts), np.uint8).reshape(-1, cells)

@@ -37,8 +37,8 @@ from ..config import MazeData
 from ..errors import RecurError
 from .base import Split, Task
 from .common import (  # noqa: F401  (dihedral names are re-exported for the tests and users)
-    CSV_HEADER, DIHEDRAL_INVERSE, derive_seed, dihedral, dihedral_inverse, ordered_map, read_csv_blocks, read_lines,
-    subsample)
+    CSV_HEADER, DIHEDRAL_INVERSE, cell_bytes, derive_seed, dihedral, dihedral_inverse, ordered_map, read_csv_blocks,
+    read_lines, subsample)
 
 CHARS = "# SGo"
 """Token t (1..5) is CHARS[t - 1]."""
@@ -431,33 +431,16 @@ def parse_maze(text: str, size: int | None = None) -> np.ndarray:
     return _LUT[np.frombuffer(flat.encode(), np.uint8)]
 
 
-def _csv_block(lines: list[bytes], first: int, path: Path, header: str, size: int | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Parse and check CSV lines numbered from `first` -> (inputs, labels, moves, size)."""
-    kept = [i for i, ln in enumerate(lines) if ln.strip()]
-    rows = [lines[i].rstrip(b"\r\n").split(b",") for i in kept]  # spaces are open cells: keep them
-    width = header.count(",") + 1
-
-    def fail(row: int, problem: str) -> RecurError:
-        return RecurError(f"{path} line {first + kept[row]}: {problem}")
-
-    widths = np.fromiter(map(len, rows), np.int64, len(rows))
-    if (bad := np.flatnonzero(widths != width)).size:
-        raise fail(bad[0], f"has {widths[bad[0]]} columns, expected {width} ({header})")
-    if not rows:
-        return np.zeros((0, 0), np.uint8), np.zeros((0, 0), np.uint8), np.zeros(0, np.int32), size or 0
+def _csv_rows(rows: list[list[bytes]], fail, size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Check CSV rows (see read_csv_blocks) -> (inputs, labels, moves, size)."""
     _, qs, answers, *_ = zip(*rows)
     if size is None:
         size = round(len(qs[0]) ** 0.5)
         if size * size != len(qs[0]) or not 2 <= size <= MAX_SIZE:
             raise fail(0, f"q has {len(qs[0])} cells, expected a square number such as 900 (30x30)")
-    cells = size * size
     tokens = []
     for name, texts, top, allowed in (("q", qs, GOAL, "'#', ' ', 'S', 'G'"), ("a", answers, PATH, "'# SGo'")):
-        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
-        if (bad := np.flatnonzero(lengths != cells)).size:
-            raise fail(bad[0], f"{name} has {lengths[bad[0]]} cells, expected {cells} ({size}x{size})")
-        raw = np.frombuffer(b"".join(texts), np.uint8).reshape(-1, cells)
+        raw = cell_bytes(texts, name, size, fail)
         t = _LUT[raw]
         if (bad := np.argwhere((t == 0) | (t > top))).size:
             r, c = bad[0]
@@ -487,7 +470,7 @@ def read_csv(path: str | Path, size: int | None = None) -> tuple[np.ndarray, np.
     Every label must draw a shortest S-G path (checked by BFS). The size comes from the first row's
     q (size * size characters) and must equal `size` when given.
     """
-    return read_csv_blocks(path, size, _csv_block, "maze")
+    return read_csv_blocks(path, size, _csv_rows, "maze", keep_spaces=True)
 
 
 # --- dataset --------------------------------------------------------------------------------------

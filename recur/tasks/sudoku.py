@@ -20,7 +20,7 @@ import numpy as np
 from ..config import SudokuData
 from ..errors import RecurError
 from .base import Split, Task
-from .common import CSV_HEADER, derive_seed, ordered_map, read_csv_blocks, read_lines, subsample
+from .common import CSV_HEADER, cell_bytes, derive_seed, ordered_map, read_csv_blocks, read_lines, subsample
 
 BOX = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 """Box shape (rows, columns) per grid size."""
@@ -384,33 +384,16 @@ _LUT[ord(".")] = 0
 _LUT[ord("0") : ord("9") + 1] = np.arange(10)
 
 
-def _csv_block(lines: list[bytes], first: int, path: Path, header: str, size: int | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Parse and check CSV lines numbered from `first` -> (q digits, a digits, ratings, size)."""
-    kept = [i for i, ln in enumerate(lines) if not ln.isspace()]
-    rows = [lines[i].rstrip().split(b",") for i in kept]
-    width = header.count(",") + 1
-
-    def fail(row: int, problem: str) -> RecurError:
-        return RecurError(f"{path} line {first + kept[row]}: {problem}")
-
-    widths = np.fromiter(map(len, rows), np.int64, len(rows))
-    if (bad := np.flatnonzero(widths != width)).size:
-        raise fail(bad[0], f"has {widths[bad[0]]} columns, expected {width} ({header})")
-    if not rows:
-        return np.zeros((0, 0), np.uint8), np.zeros((0, 0), np.uint8), np.zeros(0, np.int32), size or 0
+def _csv_rows(rows: list[list[bytes]], fail, size: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Check CSV rows (see read_csv_blocks) -> (q digits, a digits, ratings, size)."""
     _, qs, answers, *rest = zip(*rows)
     if size is None:
         size = round(len(qs[0]) ** 0.5)
         if size not in BOX or size * size != len(qs[0]):
             raise fail(0, f"q has {len(qs[0])} cells, expected 16, 36 or 81")
-    cells = size * size
     digits = []
     for name, texts in (("q", qs), ("a", answers)):
-        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
-        if (bad := np.flatnonzero(lengths != cells)).size:
-            raise fail(bad[0], f"{name} has {lengths[bad[0]]} cells, expected {cells} ({size}x{size})")
-        raw = np.frombuffer(b"".join(texts), np.uint8).reshape(-1, cells)
+        raw = cell_bytes(texts, name, size, fail)
         d = _LUT[raw]
         low = 1 if name == "a" else 0  # the solution may not have blanks
         if (bad := np.argwhere((d < low) | (d > size))).size:
@@ -439,7 +422,7 @@ def read_csv(path: str | Path, size: int | None = None) -> tuple[np.ndarray, np.
 
     The size comes from the first row's q (16, 36 or 81 cells) and must equal `size` when given.
     """
-    return read_csv_blocks(path, size, _csv_block, "puzzle")
+    return read_csv_blocks(path, size, _csv_rows, "puzzle")
 
 
 def render(digits: np.ndarray | Sequence[int], size: int) -> str:
