@@ -79,6 +79,20 @@ def read_lines(path: Path) -> list[str]:
 CSV_HEADER = "source,q,a,rating"  # the HRM/TRM dataset builders' CSV layout
 
 
+def csv_q_column(path: Path, numbered: list[tuple[int, str]]) -> list[str] | None:
+    """The q column when the non-blank (line number, line) pairs of a puzzle file are a `source,q,a,...`
+    CSV (None when they are not)."""
+    if not (numbered and numbered[0][1].startswith("source,q,a")):
+        return None
+    out = []
+    for number, line in numbered[1:]:
+        fields = line.split(",")
+        if len(fields) < 3:
+            raise RecurError(f"{path} line {number}: {len(fields)} columns, expected {CSV_HEADER}")
+        out.append(fields[1])
+    return out
+
+
 def read_csv_blocks(path: str | Path, size: int | None, parse_rows: Callable, noun: str,
                     keep_spaces: bool = False) -> tuple[np.ndarray, ...]:
     """Read a `source,q,a,rating` CSV in ~64 MB blocks of lines.

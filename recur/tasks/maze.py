@@ -37,7 +37,7 @@ from ..config import MazeData
 from ..errors import RecurError
 from .base import Split, Task
 from .common import (  # noqa: F401  (dihedral names are re-exported for the tests and users)
-    CSV_HEADER, DIHEDRAL_INVERSE, cell_bytes, derive_seed, dihedral, dihedral_inverse, ordered_map, read_csv_blocks,
+    CSV_HEADER, DIHEDRAL_INVERSE, cell_bytes, csv_q_column, derive_seed, dihedral, dihedral_inverse, ordered_map, read_csv_blocks,
     read_lines, subsample)
 
 CHARS = "# SGo"
@@ -542,13 +542,7 @@ class Maze(Task):
         lines = read_lines(path)
         text = "\n".join(lines)
         numbered = [(n, ln) for n, ln in enumerate(lines, 1) if ln.strip()]
-        if numbered and numbered[0][1].startswith("source,q,a"):
-            mazes = []
-            for number, line in numbered[1:]:
-                fields = line.split(",")
-                if len(fields) < 3:
-                    raise RecurError(f"{path} line {number}: {len(fields)} columns, expected {CSV_HEADER}")
-                mazes.append(fields[1])
+        if (mazes := csv_q_column(path, numbered)) is not None:
             return mazes
         cells = info["size"] ** 2
         if numbered and all(len(ln) == cells for _, ln in numbered):

@@ -20,7 +20,8 @@ import numpy as np
 from ..config import SudokuData
 from ..errors import RecurError
 from .base import Split, Task
-from .common import CSV_HEADER, cell_bytes, derive_seed, ordered_map, read_csv_blocks, read_lines, subsample
+from .common import CSV_HEADER  # noqa: F401  (the CSV layout, part of this module's public names)
+from .common import cell_bytes, csv_q_column, derive_seed, ordered_map, read_csv_blocks, read_lines, subsample
 
 BOX = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 """Box shape (rows, columns) per grid size."""
@@ -521,13 +522,7 @@ class Sudoku(Task):
         """Non-blank, non-# lines of a file, or the q column of a `source,q,a,rating` CSV."""
         lines = read_lines(path)
         numbered = [(n, ln.strip()) for n, ln in enumerate(lines, 1) if ln.strip()]
-        if numbered and numbered[0][1].startswith("source,q,a"):
-            puzzles = []
-            for number, line in numbered[1:]:
-                fields = line.split(",")
-                if len(fields) < 3:
-                    raise RecurError(f"{path} line {number}: {len(fields)} columns, expected {CSV_HEADER}")
-                puzzles.append(fields[1])
+        if (puzzles := csv_q_column(path, numbered)) is not None:
             return puzzles
         return [line for _, line in numbered if not line.startswith("#")]
 
