@@ -65,14 +65,15 @@ def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.dev
         model.train()
     mean = {k: sums[k] / sums["n:" + k] for k in sums if not k.startswith("n:") and sums["n:" + k]}
     steps = range(1, n_sup + 1)
+    run_steps = samples * (n_sup if halt == "none" else mean.get("mean_steps_adaptive", 0.0))  # per example
     out = {"examples": int(sums.get("n:exact_accuracy", 0)), "halt": halt,
            "exact_accuracy": mean.get("exact_accuracy", 0.0), "token_accuracy": mean.get("token_accuracy", 0.0),
            "exact_adaptive": mean.get("exact_adaptive", 0.0), "mean_steps_adaptive": mean.get("mean_steps_adaptive", 0.0),
            "halt_accuracy": mean.get("halt_accuracy", 0.0),
            # cost per example: all steps (halt=none), and with adaptive halting
-           "net_calls": samples * (n_sup if halt == "none" else mean.get("mean_steps_adaptive", 0.0)) * model.net_calls,
+           "net_calls": run_steps * model.net_calls,
            "net_calls_adaptive": mean.get("mean_steps_adaptive", 0.0) * model.net_calls,
-           "flops": samples * (n_sup if halt == "none" else mean.get("mean_steps_adaptive", 0.0)) * model.step_flops(False),
+           "flops": run_steps * model.step_flops(False),
            "exact_per_step": [mean.get(f"exact_step_{i}", 0.0) for i in steps],
            "token_per_step": [mean.get(f"token_step_{i}", 0.0) for i in steps]}
     out["task"] = {k: v for k, v in mean.items() if k not in out and not k.startswith(("exact_step_", "token_step_"))}
