@@ -18,8 +18,14 @@ IGNORE = 0
 
 
 def log_stablemax(logits: torch.Tensor) -> torch.Tensor:
-    """log of s(x)/sum s(x) with s(x) = x+1 for x >= 0 and 1/(1-x) for x < 0 (Prieto et al., 2025)."""
-    s = torch.where(logits < 0, 1 / (1 - logits + 1e-30), logits + 1)
+    """log of s(x)/sum s(x) with s(x) = x+1 for x >= 0 and 1/(1-x) for x < 0 (Prieto et al., 2025).
+
+    Each branch sees only its own half of the axis, so the branch torch.where discards stays finite:
+    1/(1-x) evaluated at x = 1 (a common bf16 logit) has an infinite float32 derivative, and 0*inf
+    would turn the whole gradient into NaN. For x < 0 this is the reference's 1/(1-x+1e-30) exactly
+    (1e-30 is below the resolution of 1-x >= 1).
+    """
+    s = torch.where(logits < 0, 1 / (1 - logits.clamp(max=0)), logits.clamp(min=0) + 1)
     return torch.log(s / s.sum(-1, keepdim=True))
 
 

@@ -125,6 +125,24 @@ def test_stablemax_matches_its_definition():
     torch.testing.assert_close(log_stablemax(logits.double()), torch.log(s / s.sum()).double().unsqueeze(0))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_stablemax_float32_matches_float64_with_finite_gradients(dtype):
+    """bf16 logits land on exactly 1.0 often; the 1/(1-x) branch must not make the gradient NaN there."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(4, 9, 11, generator=g) * 3).to(dtype)
+    logits[:, 0, :3] = torch.tensor([1.0, 0.0, -1.0], dtype=dtype)
+    labels = torch.randint(1, 11, (4, 9), generator=g)
+    grads, losses = {}, {}
+    for precision in ("float64", "float32"):
+        x = logits.clone().requires_grad_()
+        losses[precision] = token_ce(x, labels, "stablemax", precision).sum()
+        losses[precision].backward()
+        grads[precision] = x.grad.float()
+        assert torch.isfinite(grads[precision]).all(), precision
+    torch.testing.assert_close(losses["float32"], losses["float64"], rtol=1e-6, atol=0)
+    torch.testing.assert_close(grads["float32"], grads["float64"], rtol=1e-2, atol=1e-3)
+
+
 @pytest.mark.parametrize("kind", ["stablemax", "softmax"])
 def test_token_loss_ignores_label_zero(kind):
     logits = torch.randn(2, 4, 6)
