@@ -8,8 +8,9 @@
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "auto"):
-    """Load a trained model from a run directory, checkpoint directory or model.safetensors file."""
+def load(path, device: str = "auto", precision: str | None = None):
+    """Load a trained model from a run directory, checkpoint directory or model.safetensors file
+    (`precision`: auto, float32 or bfloat16 in place of the run's train.precision)."""
     from .api import Recur
 
-    return Recur.load(path, device)
+    return Recur.load(path, device, precision)

@@ -47,7 +47,8 @@ class Recur:
         self.task = REGISTRY[task]
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> Recur:
+    def load(cls, path: str | Path, device: str = "auto", precision: str | None = None) -> Recur:
+        """`precision` (auto, float32, bfloat16) overrides the run's train.precision for inference."""
         weights, meta = checkpoint.read_model(path)
         try:
             cfg = from_dict(RunConfig, meta["config"])
@@ -57,7 +58,9 @@ class Recur:
         if task not in REGISTRY:
             raise RecurError(f"{path} was trained on task '{task}', which this recur does not know")
         dev = pick_device(device)
-        module = build_model(cfg.model, info, pick_dtype(cfg.train.precision, dev))
+        if precision not in (None, "auto", "float32", "bfloat16"):
+            raise RecurError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
+        module = build_model(cfg.model, info, pick_dtype(precision or cfg.train.precision, dev))
         try:
             module.load_state_dict(weights)
         except RuntimeError as e:

@@ -40,7 +40,8 @@ def cmd_train(a) -> None:
     trainer = Trainer(cfg, run_dir, resume=bool(a.resume), preset=preset)
     try:
         trainer.say(f"run {run_dir}: {cfg.model.arch} on {cfg.data.task}, "
-                    f"{sum(p.numel() for p in trainer.model.parameters()):,} params, device {trainer.device}, "
+                    f"{sum(p.numel() for p in trainer.model.parameters()):,} params, device {trainer.device} "
+                    f"({str(trainer.dtype).removeprefix('torch.')}), "
                     f"{trainer.dist.world} process(es)")
         summary = trainer.fit()
         if trainer.dist.main:
@@ -108,7 +109,7 @@ def _model_and_split(a):
     from .api import Recur
     from .data import Dataset
 
-    model = Recur.load(a.path, a.device)
+    model = Recur.load(a.path, a.device, a.precision)
     data_dir = a.data or model.meta.get("dataset")
     if not data_dir:
         raise RecurError(f"{a.path} does not say which dataset it was trained on; pass --data DIR")
@@ -144,7 +145,7 @@ def cmd_solve(a) -> None:
     from .evaluate import show
 
     model_path = a.model or _latest_run(Path("runs"))
-    model = Recur.load(model_path, a.device)
+    model = Recur.load(model_path, a.device, a.precision)
     src = Path(a.puzzle)
     texts = model.task.read_puzzles(src, model.info) if src.is_file() else [a.puzzle]
     if not texts:
@@ -226,6 +227,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0, help="evaluate at most this many examples")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
+    e.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype (default: the run's train.precision)")
     e.add_argument("--guidance", type=float, default=1.0, help="guided decoding w (1 = plain; see recur.inference)")
     e.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
     e.add_argument("--samples", type=int, default=1, help="noisy trajectories per puzzle, best by the halting head")
@@ -241,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--limit", type=int, default=1000, help="profile at most this many examples (0 = all)")
     f.add_argument("--batch-size", type=int, default=256)
     f.add_argument("--device", default="auto")
+    f.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype (default: the run's train.precision)")
     f.add_argument("--out", help="where profile.json and profile.png go (default: beside the model)")
     f.set_defaults(fn=cmd_profile)
 
@@ -251,6 +256,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--halt", choices=["none", "adaptive"], default="adaptive")
     s.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
     s.add_argument("--device", default="auto")
+    s.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype (default: the run's train.precision)")
     s.set_defaults(fn=cmd_solve)
 
     r = sub.add_parser("prepare", help="build a preset's dataset on disk")

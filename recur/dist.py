@@ -32,9 +32,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX). Elsewhere oneDNN emulates
+    bfloat16, slower than float32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The compute dtype for train.precision; auto = bfloat16 on CUDA and on CPUs with native bfloat16."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+        return torch.bfloat16 if native else torch.float32
     return getattr(torch, name)
 
 

@@ -131,7 +131,7 @@ class Trainer:
             (self.run_dir / "config.json").write_text(json.dumps({
                 "preset": self.preset, "recur": __version__, "torch": torch.__version__,
                 "python": platform.python_version(), "world_size": self.dist.world,
-                "device": str(self.device), "dataset": str(self.data.path), "config": to_dict(self.cfg)}, indent=1))
+                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "dataset": str(self.data.path), "config": to_dict(self.cfg)}, indent=1))
         except OSError as e:
             raise RecurError(f"cannot write the run directory {self.run_dir}: {e.strerror}") from None
 

@@ -9,6 +9,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _float32_cpu():
+    """precision=auto picks float32 on every CPU during tests, so results do not depend on the CI machine's
+    bfloat16 support (tests that want bfloat16 ask for it; subprocesses get train.precision=float32)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("recur.dist.cpu_has_bf16", lambda: False)
+        yield
+
+
 def tiny_model_cfg(**kw) -> ModelConfig:
     base = dict(hidden=32, heads=4, layers=2, T=3, n=2, prefix_len=2, puzzle_emb_dim=16)
     base.update(kw)

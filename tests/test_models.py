@@ -7,7 +7,7 @@ from conftest import INFO, tiny_model_cfg
 from recur.config import ModelConfig
 from recur.losses import log_stablemax, step_loss, token_ce
 from recur.models import build_model
-from recur.models.layers import Linear, ffn_width, trunc_normal_
+from recur.models.layers import Attention, Linear, ffn_width, rope_tables, trunc_normal_
 
 
 @pytest.mark.parametrize("mixer,pos", [("attention", "rope"), ("attention", "learned"), ("attention", "none"),
@@ -205,3 +205,19 @@ def test_transformer_baseline_is_one_pass_of_distinct_layers():
     assert flags == [True] * 5 and len(new) == 1
     out.logits.sum().backward()
     assert all(p.grad is not None for p in model.net.parameters())
+
+
+def test_bfloat16_attention_on_cpu_matches_float32():
+    """The CPU bfloat16 path (unfused SDPA) gives float32's outputs and gradients within bf16 rounding."""
+    attn = Attention(32, 4)
+    h = torch.randn(3, 10, 32)
+    rope = rope_tables(8, 10, 10000.0)
+    outs, grads = [], []
+    for dtype in (torch.float32, torch.bfloat16):
+        x = h.to(dtype).detach().requires_grad_()
+        out = attn(x, rope)
+        out.float().square().sum().backward()
+        outs.append(out.float())
+        grads.append(x.grad.float())
+    torch.testing.assert_close(outs[1], outs[0], atol=0.05, rtol=0.05)
+    torch.testing.assert_close(grads[1], grads[0], atol=0.1, rtol=0.05)

@@ -106,7 +106,7 @@ def test_two_processes_match_one(baseline, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "recur.cli",
            "train", "micro", f"data.dir={tmp_path / 'data'}", "eval.show=0", f"train.out_dir={tmp_path}",
-           "train.run_name=ddp"]
+           "train.run_name=ddp", "train.precision=float32"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     ddp = tmp_path / "ddp"
@@ -167,3 +167,14 @@ def test_time_limit_stops_early_with_a_final_evaluation_and_checkpoint(baseline,
     assert 1 <= summary["step"] < 100000 and summary["train_s"] >= 1.2
     assert summary["eval"]["step"] == summary["step"]
     assert [p.name for p in list_checkpoints(run)] == [f"step_{summary['step']:07d}"]
+
+
+def test_auto_precision_is_bfloat16_only_where_it_is_native(monkeypatch):
+    from recur import dist
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(dist, "cpu_has_bf16", lambda: True)
+    assert dist.pick_dtype("auto", cpu) == torch.bfloat16 and dist.pick_dtype("float32", cpu) == torch.float32
+    monkeypatch.setattr(dist, "cpu_has_bf16", lambda: False)
+    assert dist.pick_dtype("auto", cpu) == torch.float32 and dist.pick_dtype("bfloat16", cpu) == torch.bfloat16
+    assert dist.pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
