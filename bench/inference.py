@@ -2,13 +2,17 @@
 continuous batching, on the same checkpoint and the same puzzles.
 
   all-steps   batches of B puzzles, every puzzle runs all N_sup supervision steps (the reference)
-  adaptive    continuous batching: a puzzle leaves when its halting head fires (or at N_sup) and
-              the next one takes its slot (recur.inference.infer_stream)
+  adaptive, per batch
+              batches of B puzzles; a puzzle stops when its halting head fires, the batch runs
+              until its last puzzle stops (recur.inference.infer with halt="adaptive")
+  adaptive, continuous batching
+              a puzzle leaves when its halting head fires (or at N_sup) and the next one
+              takes its slot (recur.inference.infer_stream)
 
 The held-out puzzles are repeated to `--puzzles` so the batch stays full for most of the run.
 Prints puzzles/s, exact accuracy, mean supervision steps and net calls per puzzle for each.
 
-    python bench/inference.py RUN_OR_CKPT [--batch 768] [--puzzles 8192] [--compile] [--thresholds 0,1,2]
+    python bench/inference.py RUN_OR_CKPT [--batch 768] [--puzzles 8192] [--compile] [--thresholds 0,1,2] [--reps 3]
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=768)
     p.add_argument("--puzzles", type=int, default=8192)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (both paths)")
+    p.add_argument("--reps", type=int, default=1, help="timed runs per path; the median is reported")
     p.add_argument("--thresholds", default="0", help="comma-separated halting thresholds for the adaptive path")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], help="default: the run's train.precision")
     p.add_argument("--out", help="also write the results as JSON here")
     a = p.parse_args()
-    model = recur.load(a.path, a.device)
+    model = recur.load(a.path, a.device, a.precision)
     split = Dataset(model.meta["dataset"]).splits["test"]
     reps = -(-a.puzzles // len(split))
     b = split.batch(np.tile(np.arange(len(split)), reps)[:a.puzzles])
@@ -50,20 +56,29 @@ def main() -> None:
         return [infer(net, x[i:i + a.batch], ids[i:i + a.batch], rec.n_sup, "none", rec.act, rec.feedback)
                 for i in range(0, len(x), a.batch)]
 
+    def per_batch(threshold):
+        return lambda: [infer(net, x[i:i + a.batch], ids[i:i + a.batch], rec.n_sup, "adaptive", rec.act,
+                              rec.feedback, threshold=threshold) for i in range(0, len(x), a.batch)]
+
     def adaptive(threshold):
         return lambda: [infer_stream(net, x, ids, rec.n_sup, a.batch, "adaptive", rec.act, rec.feedback, 1.0,
                                      threshold)]
 
     rows = []
-    paths = [("all-steps", all_steps)] + [(f"adaptive (halt when score > {t})", adaptive(float(t)))
-                                           for t in a.thresholds.split(",")]
+    paths = [("all-steps", all_steps)]
+    for t in a.thresholds.split(","):
+        paths += [(f"adaptive, per batch (score > {t})", per_batch(float(t))),
+                  (f"adaptive, continuous batching (score > {t})", adaptive(float(t)))]
     for name, fn in paths:
         fn()  # warm-up (and compilation)
-        sync()
-        t = time.perf_counter()
-        parts = fn()
-        sync()
-        dt = time.perf_counter() - t
+        times = []
+        for _ in range(a.reps):
+            sync()
+            t = time.perf_counter()
+            parts = fn()
+            sync()
+            times.append(time.perf_counter() - t)
+        dt = sorted(times)[len(times) // 2]  # the median run
         tokens = torch.cat([r.tokens for r in parts])
         steps = torch.cat([r.steps for r in parts]).float()
         valid = y != IGNORE
@@ -74,7 +89,7 @@ def main() -> None:
                      "net_calls_per_puzzle": round(steps.mean().item() * model.module.net_calls, 1)})
         print(json.dumps(rows[-1]), flush=True)
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"\n{card}, {a.path}, compile={a.compile}\n\n| path | puzzles/s | exact | mean steps | net calls/puzzle |"
+    print(f"\n{card}, {str(model.module.dtype).removeprefix('torch.')}, {a.path}, compile={a.compile}\n\n| path | puzzles/s | exact | mean steps | net calls/puzzle |"
           "\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['puzzles_per_s']} | {r['exact']} | {r['mean_steps']} | {r['net_calls_per_puzzle']} |")
@@ -83,7 +98,7 @@ def main() -> None:
               f"exact {r['exact'] - rows[0]['exact']:+.4f}")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"card": card, "path": a.path, "compile": a.compile, "rows": rows}, f, indent=1)
+            json.dump({"card": card, "dtype": str(model.module.dtype), "path": a.path, "compile": a.compile, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
