@@ -14,6 +14,7 @@ same compiled graphs), so their ratios are free of compile noise:
   fp32-async-cl    ... and the loss compiled too (--compile-loss)
 
     python bench/step_time.py                       # the three reference workloads (GPU)
+    python bench/step_time.py --compile-mode reduce-overhead   # the same under CUDA graphs
     python bench/step_time.py --batch 16 --steps 5  # a quick CPU run at a smaller batch
 
 Workloads (anchors.md): sudoku_mlp (TRM-MLP, B=768), sudoku_att (TRM-Att, RoPE, B=768), both seq
@@ -56,7 +57,8 @@ def bench(name: str, args) -> dict:
     ema = EMA(model, cfg.optim.ema_rate)
     engine = DeepSupervision(cfg.recursion, B, 0, seed=0)
     compiled = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
-    step_model = torch.compile(model) if compiled else model
+    step_model = torch.compile(model, mode=args.compile_mode) if compiled else model
+    graphs = compiled and args.compile_mode == "reduce-overhead"  # CUDA graphs: one replay per step
     g = torch.Generator().manual_seed(0)
     batches = [{"inputs": torch.randint(1, vocab, (B, seq_len), generator=g, dtype=torch.int32).to(device),
                 "labels": torch.randint(2, vocab, (B, seq_len), generator=g, dtype=torch.int32).to(device),
@@ -66,6 +68,8 @@ def bench(name: str, args) -> dict:
 
     def train_step(i, to_host: bool):
         nonlocal carry
+        if graphs:  # the previous step's outputs (the carry) are inputs now, not held across replays
+            torch.compiler.cudagraph_mark_step_begin()
         carry, loss, m = engine.step(step_model, carry, batches[i % 4])
         (loss.total / B).backward()
         set_lr(opts, cfg.optim, i + 1, 10**6)
@@ -121,7 +125,8 @@ def bench(name: str, args) -> dict:
     flops = model.step_flops(training=True) * B
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in card), None)
-    return {"workload": name, "device": card, "dtype": str(dtype).removeprefix("torch."), "compiled": compiled,
+    return {"workload": name, "device": card, "dtype": str(dtype).removeprefix("torch."),
+            "compiled": args.compile_mode if compiled else False,
             "batch": B, "seq": seq_len + model.prefix_len, "n": cfg.model.n,
             "params": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("puzzle_emb")),
             "warmup_s": round(warm, 1), "train_ms_per_step": round(dt * 1e3, 2), "variants_ms": times,
@@ -140,6 +145,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation happens here)")
     p.add_argument("--infer-reps", type=int, default=3)
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--compile-loss", action="store_true", help="also time the step with the loss compiled")
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
     p.add_argument("--device", default="auto")
