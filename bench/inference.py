@@ -10,7 +10,8 @@ continuous batching, on the same checkpoint and the same puzzles.
               takes its slot (recur.inference.infer_stream)
 
 The held-out puzzles are repeated to `--puzzles` so the batch stays full for most of the run.
-Prints puzzles/s, exact accuracy, mean supervision steps and net calls per puzzle for each.
+Prints puzzles/s, exact accuracy, mean supervision steps and net calls per puzzle for each, and for
+continuous batching the fraction of puzzles answered as the per-batch path answers them.
 
     python bench/inference.py RUN_OR_CKPT [--batch 768] [--puzzles 8192] [--compile] [--thresholds 0,1,2] [--reps 3]
 """
@@ -69,6 +70,7 @@ def main() -> None:
     for t in a.thresholds.split(","):
         paths += [(f"adaptive, per batch (score > {t})", per_batch(float(t))),
                   (f"adaptive, continuous batching (score > {t})", adaptive(float(t)))]
+    per_batch_tokens = None  # the per-batch answers at the same threshold, to check continuous batching against
     for name, fn in paths:
         fn()  # warm-up (and compilation)
         times = []
@@ -87,6 +89,10 @@ def main() -> None:
                      "puzzles_per_s": round(len(x) / dt, 1), "exact": round(exact, 4),
                      "mean_steps": round(steps.mean().item(), 2),
                      "net_calls_per_puzzle": round(steps.mean().item() * model.module.net_calls, 1)})
+        if "per batch" in name:
+            per_batch_tokens = tokens
+        elif "continuous" in name:  # same answers as the per-batch path (bf16 may differ in a last bit)
+            rows[-1]["same_answers_as_per_batch"] = round((tokens == per_batch_tokens).all(-1).float().mean().item(), 4)
         print(json.dumps(rows[-1]), flush=True)
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     print(f"\n{card}, {str(model.module.dtype).removeprefix('torch.')}, {a.path}, compile={a.compile}\n\n| path | puzzles/s | exact | mean steps | net calls/puzzle |"

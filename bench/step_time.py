@@ -12,6 +12,8 @@ same compiled graphs), so their ratios are free of compile noise:
   fp32-loss        stablemax in float32 (the loss difference on the same logits is printed)
   fp32-async       ... and no host copy inside the loop (the Trainer keeps metric sums on device)
   fp32-async-cl    ... and the loss compiled too (--compile-loss)
+It also checks the fast paths against the plain ones on the same inputs: float32 against float64
+stablemax (relative loss difference) and the compiled model against the eager one (logits).
 
     python bench/step_time.py                       # the three reference workloads (GPU)
     python bench/step_time.py --compile-mode reduce-overhead   # the same under CUDA graphs
@@ -113,6 +115,9 @@ def bench(name: str, args) -> dict:
         l64 = token_ce(out.logits, carry.labels, "stablemax", "float64").sum()
         l32 = token_ce(out.logits, carry.labels, "stablemax", "float32").sum()
         loss_rel_diff = abs((l32.double() - l64) / l64).item()
+        _, eager = model(carry.state, carry.tokens, carry.puzzle_ids, carry.steps + 1)  # the plain path
+        compiled_vs_eager = {"logits_max_abs_diff": (out.logits.float() - eager.logits.float()).abs().max().item(),
+                             "argmax_agreement": (out.logits.argmax(-1) == eager.logits.argmax(-1)).float().mean().item()}
     model.eval()
     with torch.inference_mode():
         infer(step_model, batches[0]["inputs"], batches[0]["puzzle_ids"], cfg.recursion.n_sup)  # warm-up / compile
@@ -130,7 +135,7 @@ def bench(name: str, args) -> dict:
             "batch": B, "seq": seq_len + model.prefix_len, "n": cfg.model.n,
             "params": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("puzzle_emb")),
             "warmup_s": round(warm, 1), "train_ms_per_step": round(dt * 1e3, 2), "variants_ms": times,
-            "fp32_loss_rel_diff": loss_rel_diff,
+            "fp32_loss_rel_diff": loss_rel_diff, "compiled_vs_eager": compiled_vs_eager,
             "train_example_steps_per_s": round(B / dt), "tflop_per_step": round(flops / 1e12, 3),
             "mfu": round(flops / dt / peak, 3) if peak and dtype == torch.bfloat16 else None,
             "infer_ms_per_batch_16_steps": round(inf * 1e3, 1), "infer_puzzles_per_s": round(B / inf, 1),
