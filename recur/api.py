@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .config import RunConfig, from_dict
+from .config import PRECISIONS, RunConfig, from_dict
 from .dist import pick_device, pick_dtype
 from .errors import RecurError
 from .models import build_model
@@ -58,8 +58,8 @@ class Recur:
         if task not in REGISTRY:
             raise RecurError(f"{path} was trained on task '{task}', which this recur does not know")
         dev = pick_device(device)
-        if precision not in (None, "auto", "float32", "bfloat16"):
-            raise RecurError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
+        if precision is not None and precision not in PRECISIONS:
+            raise RecurError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         module = build_model(cfg.model, info, pick_dtype(precision or cfg.train.precision, dev))
         try:
             module.load_state_dict(weights)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DEFAULT_PRESET, describe, list_presets, load_config
+from .config import DEFAULT_PRESET, PRECISIONS, describe, list_presets, load_config
 from .errors import RecurError
 
 
@@ -227,7 +227,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0, help="evaluate at most this many examples")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
-    e.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+    e.add_argument("--precision", choices=PRECISIONS,
                    help="compute dtype (default: the run's train.precision)")
     e.add_argument("--guidance", type=float, default=1.0, help="guided decoding w (1 = plain; see recur.inference)")
     e.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
@@ -244,7 +244,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--limit", type=int, default=1000, help="profile at most this many examples (0 = all)")
     f.add_argument("--batch-size", type=int, default=256)
     f.add_argument("--device", default="auto")
-    f.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+    f.add_argument("--precision", choices=PRECISIONS,
                    help="compute dtype (default: the run's train.precision)")
     f.add_argument("--out", help="where profile.json and profile.png go (default: beside the model)")
     f.set_defaults(fn=cmd_profile)
@@ -256,7 +256,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--halt", choices=["none", "adaptive"], default="adaptive")
     s.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
     s.add_argument("--device", default="auto")
-    s.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+    s.add_argument("--precision", choices=PRECISIONS,
                    help="compute dtype (default: the run's train.precision)")
     s.set_defaults(fn=cmd_solve)
 

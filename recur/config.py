@@ -32,6 +32,7 @@ from typing import Any, Literal
 from .errors import RecurError
 
 PRESET_DIR = Path(__file__).parent / "presets"
+PRECISIONS = ("auto", "float32", "bfloat16")  # train.precision, and --precision of eval/solve/profile
 DEFAULT_PRESET = "quickstart"
 
 

@@ -34,8 +34,8 @@ def pick_device(name: str) -> torch.device:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX). Elsewhere oneDNN emulates
-    bfloat16, slower than float32."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    bfloat16, slower than float32. (torch only exposes these checks privately; a torch without them counts as no.)"""
+    return any(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)() for isa in ("avx512_bf16", "amx_tile"))
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -6,8 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from recur.cli import main
+from recur.errors import RecurError
 from recur.plots import have_matplotlib
 from recur.tasks.sudoku import generate, render
 
@@ -89,6 +91,13 @@ def test_python_api(trained):
     assert np.array_equal(pred.per_step[-1], pred.tokens)
     ada = model.predict(inputs, halt="adaptive")
     assert ada.steps.max() <= model.n_sup
+    assert model.module.dtype == torch.float32  # the run's precision=auto on a CPU (tests pin float32)
+    bf16 = recur.load(trained / "run", device="cpu", precision="bfloat16")
+    assert bf16.module.dtype == torch.bfloat16
+    agree = (bf16.predict(inputs, steps=3, halt="none").tokens == pred.tokens).float().mean()
+    assert agree > 0.9  # the same answers up to bfloat16 rounding
+    with pytest.raises(RecurError, match="precision must be one of auto, float32, bfloat16, got 'fp16'"):
+        recur.load(trained / "run", device="cpu", precision="fp16")
 
 
 def test_presets_prepare_keys(tmp_path, capsys):
