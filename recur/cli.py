@@ -208,6 +208,12 @@ def cmd_convert(a) -> None:
     print(f"wrote {out}")
 
 
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    """Where, and in which dtype, a trained model runs."""
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, help="compute dtype (default: the run's train.precision)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recur", description="Recursive reasoning models: train, evaluate, solve.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -226,9 +232,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=0, help="supervision steps (default: the model's N_sup)")
     e.add_argument("--limit", type=int, default=0, help="evaluate at most this many examples")
     e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--precision", choices=PRECISIONS,
-                   help="compute dtype (default: the run's train.precision)")
+    _runtime_args(e)
     e.add_argument("--guidance", type=float, default=1.0, help="guided decoding w (1 = plain; see recur.inference)")
     e.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
     e.add_argument("--samples", type=int, default=1, help="noisy trajectories per puzzle, best by the halting head")
@@ -243,9 +247,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=0, help="supervision steps (default: the model's N_sup)")
     f.add_argument("--limit", type=int, default=1000, help="profile at most this many examples (0 = all)")
     f.add_argument("--batch-size", type=int, default=256)
-    f.add_argument("--device", default="auto")
-    f.add_argument("--precision", choices=PRECISIONS,
-                   help="compute dtype (default: the run's train.precision)")
+    _runtime_args(f)
     f.add_argument("--out", help="where profile.json and profile.png go (default: beside the model)")
     f.set_defaults(fn=cmd_profile)
 
@@ -255,9 +257,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's N_sup)")
     s.add_argument("--halt", choices=["none", "adaptive"], default="adaptive")
     s.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--precision", choices=PRECISIONS,
-                   help="compute dtype (default: the run's train.precision)")
+    _runtime_args(s)
     s.set_defaults(fn=cmd_solve)
 
     r = sub.add_parser("prepare", help="build a preset's dataset on disk")
