@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import recur
+from recur.config import PRECISIONS
 from recur.data import Dataset
 from recur.inference import infer, infer_stream
 from recur.losses import IGNORE
@@ -40,7 +41,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=1, help="timed runs per path; the median is reported")
     p.add_argument("--thresholds", default="0", help="comma-separated halting thresholds for the adaptive path")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], help="default: the run's train.precision")
+    p.add_argument("--precision", choices=PRECISIONS, help="default: the run's train.precision")
     p.add_argument("--out", help="also write the results as JSON here")
     a = p.parse_args()
     model = recur.load(a.path, a.device, a.precision)
@@ -95,7 +96,8 @@ def main() -> None:
             rows[-1]["same_answers_as_per_batch"] = round((tokens == per_batch_tokens).all(-1).float().mean().item(), 4)
         print(json.dumps(rows[-1]), flush=True)
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"\n{card}, {str(model.module.dtype).removeprefix('torch.')}, {a.path}, compile={a.compile}\n\n| path | puzzles/s | exact | mean steps | net calls/puzzle |"
+    dtype = str(model.module.dtype).removeprefix("torch.")
+    print(f"\n{card}, {dtype}, {a.path}, compile={a.compile}\n\n| path | puzzles/s | exact | mean steps | net calls/puzzle |"
           "\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['path']} | {r['puzzles_per_s']} | {r['exact']} | {r['mean_steps']} | {r['net_calls_per_puzzle']} |")
@@ -104,7 +106,7 @@ def main() -> None:
               f"exact {r['exact'] - rows[0]['exact']:+.4f}")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"card": card, "dtype": str(model.module.dtype), "path": a.path, "compile": a.compile, "rows": rows}, f, indent=1)
+            json.dump({"card": card, "dtype": dtype, "path": a.path, "compile": a.compile, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
