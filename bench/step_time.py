@@ -17,6 +17,7 @@ stablemax (relative loss difference) and the compiled model against the eager on
 
     python bench/step_time.py                       # the three reference workloads (GPU)
     python bench/step_time.py --compile-mode reduce-overhead   # the same under CUDA graphs
+    python bench/step_time.py --sdpa cudnn          # attention restricted to one SDPA kernel
     python bench/step_time.py --batch 16 --steps 5  # a quick CPU run at a smaller batch
 
 Workloads (anchors.md): sudoku_mlp (TRM-MLP, B=768), sudoku_att (TRM-Att, RoPE, B=768), both seq
@@ -30,6 +31,7 @@ import json
 import time
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from recur.config import load_config
 from recur.dist import pick_device, pick_dtype
@@ -44,6 +46,8 @@ WORKLOADS = {  # name: (overrides, vocab, seq_len, batch)
     "sudoku_att": ([], 11, 81, 768),
     "maze_att": (["model.n=4"], 6, 900, 192),
 }
+SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peak, for MFU
 
 
@@ -154,12 +158,19 @@ def main() -> None:
                    default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--compile-loss", action="store_true", help="also time the step with the loss compiled")
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
+    p.add_argument("--sdpa", choices=["default", *SDPA], default="default",
+                   help="restrict attention to one SDPA kernel (default: PyTorch's choice)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="also write the results as JSON here")
     args = p.parse_args()
     rows = []
     for name in args.workloads.split(","):
-        rows.append(bench(name, args))
+        if args.sdpa == "default":
+            rows.append(bench(name, args))
+        else:  # the kernel is chosen when the graph is traced, so the whole workload runs inside the context
+            with sdpa_kernel(SDPA[args.sdpa]):
+                rows.append(bench(name, args))
+        rows[-1]["sdpa"] = args.sdpa
         print(json.dumps(rows[-1]), flush=True)
     cols = ["workload", "batch", "train_ms_per_step", "variants_ms", "train_example_steps_per_s", "mfu",
             "infer_puzzles_per_s", "peak_mem_gb", "warmup_s"]

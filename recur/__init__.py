@@ -8,9 +8,10 @@
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "auto", precision: str | None = None):
+def load(path, device: str = "auto", precision: str | None = None, compile: bool = False):
     """Load a trained model from a run directory, checkpoint directory or model.safetensors file
-    (`precision`: auto, float32 or bfloat16 in place of the run's train.precision)."""
+    (`precision`: auto, float32 or bfloat16 in place of the run's train.precision; `compile`:
+    torch.compile the net, worth its warm-up for thousands of puzzles)."""
     from .api import Recur
 
-    return Recur.load(path, device, precision)
+    return Recur.load(path, device, precision, compile)

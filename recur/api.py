@@ -47,8 +47,10 @@ class Recur:
         self.task = REGISTRY[task]
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", precision: str | None = None) -> Recur:
-        """`precision` (auto, float32, bfloat16) overrides the run's train.precision for inference."""
+    def load(cls, path: str | Path, device: str = "auto", precision: str | None = None, compile: bool = False) -> Recur:
+        """`precision` (auto, float32, bfloat16) overrides the run's train.precision for inference.
+        `compile` runs the net under torch.compile: the first batch waits for the compiler (about a
+        minute on a GPU), so it pays off for thousands of puzzles, not for a few."""
         weights, meta = checkpoint.read_model(path)
         try:
             cfg = from_dict(RunConfig, meta["config"])
@@ -65,7 +67,8 @@ class Recur:
             module.load_state_dict(weights)
         except RuntimeError as e:
             raise RecurError(f"{path}: weights do not fit the model in its config: {str(e).splitlines()[0]}") from None
-        return cls(module.to(dev), cfg, info, task, dev, meta)
+        module = module.to(dev)
+        return cls(torch.compile(module) if compile else module, cfg, info, task, dev, meta)
 
     @property
     def n_sup(self) -> int:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+import recur
 from recur.cli import main
+from recur.data import Dataset
 from recur.errors import RecurError
 from recur.plots import have_matplotlib
 from recur.tasks.sudoku import generate, render
@@ -38,6 +40,25 @@ def test_train_writes_a_complete_run(trained, capsys):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000006", "step_0000012"]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["net_calls_per_step"] == 6 and summary["step"] == 12
+
+
+def test_compiled_training_and_inference_give_the_eager_numbers(trained, tmp_path):
+    """train.compile=on (the default on a GPU) and load(compile=True) run the same math as eager."""
+    assert main(["train", "micro", "train.compile=on", f"train.out_dir={tmp_path}", "train.run_name=c",
+                 f"data.dir={trained / 'data'}"]) == 0
+    logs = [[json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+            for root in (trained / "run", tmp_path / "c")]
+    for eager, compiled in zip(*logs, strict=True):
+        for key in ("loss", "lm_loss", "halt_loss", "accuracy", "token_accuracy", "exact_accuracy"):
+            if key in eager:
+                assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-6), (eager["step"], key)
+    split = Dataset(trained / "data").splits["test"]
+    inputs = split.batch(np.arange(len(split)))["inputs"]
+    models = [recur.load(trained / "run", "cpu", compile=c) for c in (False, True)]
+    assert hasattr(models[1].module, "_orig_mod")  # torch.compile's wrapper
+    preds = [m.predict(inputs, halt="adaptive", stream=True, batch_size=8) for m in models]
+    assert torch.allclose(preds[0].logits, preds[1].logits, atol=1e-4)
+    assert torch.equal(preds[0].steps, preds[1].steps) and torch.equal(preds[0].tokens, preds[1].tokens)
 
 
 def test_train_prints_results_puzzles_and_plot(tmp_path, capsys):
