@@ -49,8 +49,8 @@ class Recur:
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", precision: str | None = None, compile: bool = False) -> Recur:
         """`precision` (auto, float32, bfloat16) overrides the run's train.precision for inference.
-        `compile` runs the net under torch.compile: the first batch waits for the compiler (about a
-        minute on a GPU), so it pays off for thousands of puzzles, not for a few."""
+        `compile` runs the net under torch.compile: the first batch waits for the compiler (tens of
+        seconds), so it pays off for thousands of puzzles, not for a few."""
         weights, meta = checkpoint.read_model(path)
         try:
             cfg = from_dict(RunConfig, meta["config"])

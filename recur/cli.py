@@ -209,11 +209,11 @@ def cmd_convert(a) -> None:
 
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
-    """Where, and in which dtype, a trained model runs."""
+    """Where, in which dtype, and whether compiled a trained model runs."""
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, help="compute dtype (default: the run's train.precision)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the net: a minute of warm-up that pays off for thousands of puzzles on a GPU")
+                   help="torch.compile the net: tens of seconds of warm-up that pay off for thousands of puzzles on a GPU")
 
 
 def parser() -> argparse.ArgumentParser:
