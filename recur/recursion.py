@@ -135,7 +135,7 @@ class DeepSupervision:
         self.cfg, self.global_batch = cfg, global_batch
         self.gen = torch.Generator().manual_seed(seed)
         self.rank = rank
-        self.loss_fn = step_loss  # the trainer may swap in a compiled copy
+        self.loss_fn = step_loss  # replaceable: bench/step_time.py times a compiled copy
 
     def empty_carry(self, model, batch: dict[str, torch.Tensor]) -> Carry:
         x = batch["inputs"]
