@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import RecurError
+from .tasks import REGISTRY as TASKS
 
 PRESET_DIR = Path(__file__).parent / "presets"
 PRECISIONS = ("auto", "float32", "bfloat16")  # train.precision, and --precision of eval/solve/profile
@@ -120,106 +121,25 @@ class RecursionConfig:
     that depth, afterwards model.T/model.n. E.g. `0.3:1,2 0.6:2,4` grows (T,n) (1,2) -> (2,4) -> (3,6). Empty = off."""
 
 
-@dataclass
-class SudokuData:
-    """Sudoku puzzles: generated, or read from the HRM/TRM CSV layout (source,q,a,rating)."""
-
-    size: Literal[4, 6, 9] = 9
-    """Grid side; boxes are 2x2, 2x3 and 3x3."""
-    train_size: int = 1000
-    """Base training puzzles (generated, or drawn from train_csv; 0 = every CSV row)."""
-    test_size: int = 1000
-    """Held-out puzzles (generated, or drawn from test_csv; 0 = every CSV row)."""
-    augmentations: int = 1000
-    """K: each training puzzle is stored with K validity-preserving shuffles (a group of 1+K)."""
-    givens: int = 0
-    """Generated puzzles keep this many clues (0 = remove clues until no more can go: minimal puzzles)."""
-    min_rating: int = 0
-    """Keep generated puzzles whose rating (solver guesses) is at least this."""
-    max_rating: int = -1
-    """Keep generated puzzles whose rating is at most this (-1 = no limit)."""
-    train_csv: str = ""
-    """Training CSV (source,q,a,rating; `.` or `0` blank) instead of generated puzzles."""
-    test_csv: str = ""
-    """Test CSV in the same layout."""
+def _data_config() -> type:
+    """DataConfig: the task, the dataset directory and seed, and one section `data.<name>` per entry of
+    recur.tasks.REGISTRY holding that task's own settings class, so that a new task is one file and its
+    registry entry."""
+    fields: list = [("task", Literal[tuple(TASKS)], field(default="sudoku")),
+                    ("dir", str, field(default="")), ("seed", int, field(default=0))]
+    fields += [(name, task.config, field(default_factory=task.config)) for name, task in TASKS.items()]
+    cls = dataclasses.make_dataclass("DataConfig", fields)
+    cls.__module__ = __name__
+    cls.__doc__ = "Which task and dataset the run uses."
+    cls.__field_docs__ = {
+        "task": "Task, a key of recur.tasks.REGISTRY; its section below holds its settings.",
+        "dir": "Prepared dataset directory; empty = a directory under data/ named after the data settings.",
+        "seed": "Seed of the dataset build (generation, subsampling, augmentation).",
+        **{name: f"{name} settings (used when task = {name}): {task.config.__doc__}" for name, task in TASKS.items()}}
+    return cls
 
 
-@dataclass
-class MazeData:
-    """Mazes as in Maze-Hard: random walls, BFS shortest path; or read from the HRM CSV layout."""
-
-    size: int = 30
-    """Grid side (seq_len = size*size)."""
-    train_size: int = 1000
-    """Training mazes (generated, or drawn from train_csv; 0 = every CSV row)."""
-    test_size: int = 1000
-    """Held-out mazes (generated, or drawn from test_csv; 0 = every CSV row)."""
-    min_path: int = 110
-    """Keep generated mazes whose shortest start-goal path has at least this many moves (Maze-Hard: 30x30, > 110)."""
-    wall_min: float = 0.3
-    """Each generated maze walls off a fraction of its cells drawn uniformly in [wall_min, wall_max]."""
-    wall_max: float = 0.5
-    """Upper end of the wall fraction."""
-    dihedral: bool = False
-    """Store the 8 rotations/reflections of each training maze (the reference builder's --aug; off there by default)."""
-    train_csv: str = ""
-    """Training CSV in the HRM layout (source,q,a,rating; characters `# SGo`) instead of generated mazes."""
-    test_csv: str = ""
-    """Test CSV in the same layout."""
-
-
-@dataclass
-class NQueensData:
-    """N-Queens completion (as in the DIS paper): a board with some queens of a solution given; fill in the rest."""
-
-    size: int = 8
-    """Board side N (N queens)."""
-    train_size: int = 900
-    """Base training boards (x8 with `dihedral`: 7,200 as in the DIS paper)."""
-    test_size: int = 200
-    """Held-out boards."""
-    min_given: int = 1
-    """Fewest queens given."""
-    max_given: int = 7
-    """Most queens given."""
-    dihedral: bool = True
-    """Store the 8 rotations/reflections of each training board as its group."""
-
-
-@dataclass
-class SortingData:
-    """Sort a sequence of integers in place (shorter sequences are padded)."""
-
-    min_length: int = 4
-    """Shortest sequence."""
-    max_length: int = 16
-    """Longest sequence (= seq_len)."""
-    values: int = 10
-    """Numbers are drawn from 0..values-1."""
-    train_size: int = 20000
-    """Training sequences."""
-    test_size: int = 1000
-    """Held-out sequences (lengths drawn like the training ones)."""
-
-
-@dataclass
-class DataConfig:
-    """Which task and dataset the run uses."""
-
-    task: Literal["sudoku", "maze", "nqueens", "sorting"] = "sudoku"
-    """Task, a key of recur.tasks.REGISTRY; its section below holds its settings."""
-    dir: str = ""
-    """Prepared dataset directory; empty = a directory under data/ named after the data settings."""
-    seed: int = 0
-    """Seed of the dataset build (generation, subsampling, augmentation)."""
-    sudoku: SudokuData = field(default_factory=SudokuData)
-    """Sudoku settings (used when task = sudoku)."""
-    maze: MazeData = field(default_factory=MazeData)
-    """Maze settings (used when task = maze)."""
-    nqueens: NQueensData = field(default_factory=NQueensData)
-    """N-Queens settings (used when task = nqueens)."""
-    sorting: SortingData = field(default_factory=SortingData)
-    """Sorting settings (used when task = sorting)."""
+DataConfig = _data_config()
 
 
 @dataclass
@@ -332,6 +252,8 @@ class RunConfig:
 @cache
 def field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings of a config dataclass: {field name: the string literal under it}."""
+    if hasattr(cls, "__field_docs__"):  # built by make_dataclass (DataConfig): no source to read
+        return cls.__field_docs__
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
@@ -526,7 +448,7 @@ def load_config(preset: str | None = None, overrides: list[str] = ()) -> RunConf
 
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks that the types alone cannot express."""
-    m, r, t, s = cfg.model, cfg.recursion, cfg.train, cfg.data.sudoku
+    m, r, t = cfg.model, cfg.recursion, cfg.train
     checks = [
         (m.hidden > 0 and m.heads > 0 and m.hidden % m.heads == 0, "model.hidden must be a positive multiple of model.heads"),
         (m.pos != "rope" or (m.hidden // max(m.heads, 1)) % 2 == 0, "model.pos=rope needs an even head width (hidden/heads)"),
@@ -549,14 +471,11 @@ def validate(cfg: RunConfig) -> None:
         (t.keep_ckpts >= 1, "train.keep_ckpts must be >= 1"),
         (cfg.optim.warmup >= 0 and cfg.optim.lr >= 0, "optim.warmup and optim.lr must be >= 0"),
         (0 <= cfg.optim.ema_rate < 1, "optim.ema_rate must be in [0, 1)"),
-        (s.train_size >= 0 and s.test_size >= 0 and s.augmentations >= 0, "data.sudoku sizes must be >= 0"),
-        (bool(s.train_csv) or s.train_size > 0, "data.sudoku.train_size must be > 0 when puzzles are generated"),
-        (bool(s.test_csv) or s.test_size > 0, "data.sudoku.test_size must be > 0 when puzzles are generated"),
-        (0 <= s.givens <= s.size * s.size, "data.sudoku.givens must be between 0 and size*size"),
     ]
     for ok, message in checks:
         if not ok:
             raise RecurError(message)
+    getattr(cfg.data, cfg.data.task).check()
     curriculum_stages(r.curriculum)
 
 

@@ -55,7 +55,7 @@ def prepare(cfg: DataConfig, out: str | Path | None = None) -> Path:
         return out
     if out.exists() and any(out.iterdir()):
         raise RecurError(f"{out} exists and is not a recur dataset; refusing to write into it")
-    splits, info = REGISTRY[cfg.task].build(cfg, cfg.seed)
+    splits, info = REGISTRY[cfg.task].build(getattr(cfg, cfg.task), cfg.seed)
     write(out, splits, info, settings(cfg))
     return out
 

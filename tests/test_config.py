@@ -89,3 +89,21 @@ def test_presets_can_extend_each_other(tmp_path):
         load_config(str(child))
     nq = load_config("nqueens-cpu")
     assert nq.data.task == "nqueens" and nq.model.hidden == load_config("quickstart").model.hidden
+
+
+def test_each_task_owns_its_config_section_and_checks_it_at_load():
+    """data.<task> is the task's own settings class (a new task is one file plus its registry entry), and its
+    check() runs when the config is loaded, before any data is built."""
+    from recur.config import DataConfig
+    from recur.tasks import REGISTRY
+
+    hints = typing.get_type_hints(DataConfig)
+    assert typing.get_args(hints["task"]) == tuple(REGISTRY)
+    for name, task in REGISTRY.items():
+        assert hints[name] is task.config and callable(task.config.check)
+    for name, bad, needle in [("sudoku", "train_size=-1", "data.sudoku.train_size"),
+                              ("maze", "wall_max=1.5", "wall"), ("nqueens", "max_given=9", "max_given"),
+                              ("sorting", "values=300", "data.sorting.values")]:
+        with pytest.raises(RecurError, match=needle):
+            load_config(None, [f"data.task={name}", f"data.{name}.{bad}"])
+    load_config(None, ["data.task=maze", "data.sudoku.train_size=-1"])  # an unused task's section is not checked

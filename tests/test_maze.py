@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recur.config import DataConfig, MazeData
+from recur.tasks.maze import MazeData
 from recur.errors import RecurError
 from recur.tasks import maze as mz
 
@@ -453,8 +453,7 @@ def test_task_parse_read_render_verify(tmp_path):
     task = mz.Maze()
     assert task.name == "maze"
     info = {"vocab_size": 6, "seq_len": 64, "num_puzzle_ids": 1, "size": 8}
-    data = DataConfig(task="maze", maze=small_cfg(train_size=2, test_size=1, dihedral=True))
-    splits, built = task.build(data, seed=0)
+    splits, built = task.build(small_cfg(train_size=2, test_size=1, dihedral=True), seed=0)
     assert built == info and len(splits["train"]["inputs"]) == 16
     x, y = splits["test"]["inputs"][0], splits["test"]["labels"][0]
     text = task.render(x, info)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recur.config import DataConfig, NQueensData
+from recur.tasks.nqueens import NQueensData
 from recur.errors import RecurError
 from recur.tasks import nqueens as nq
 
@@ -254,7 +254,7 @@ def test_build_splits_groups_dihedral_images_and_keeps_test_apart():
 
 def test_build_splits_is_deterministic_and_dihedral_can_be_off():
     a, _ = nq.build_splits(CFG, seed=4)
-    b, _ = nq.NQueens().build(DataConfig(task="nqueens", nqueens=CFG), 4)
+    b, _ = nq.NQueens().build(CFG, 4)
     for split in ("train", "test"):
         assert all(np.array_equal(a[split][key], b[split][key]) for key in a[split])
     plain, _ = nq.build_splits(replace(CFG, dihedral=False), seed=4)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from recur.config import DataConfig, SortingData
+from recur.tasks.sorting import SortingData
 from recur.errors import RecurError
 from recur.tasks import sorting as so
 
@@ -129,7 +129,7 @@ def test_build_splits_structure_and_held_out_test():
         assert np.array_equal(split["lengths"], (split["inputs"] != 0).sum(1))
     # only 84 sequences exist (4 of length 1), so many repeat; no train one may reach the test set
     assert not {r.tobytes() for r in train["inputs"]} & {r.tobytes() for r in test["inputs"]}
-    again, _ = TASK.build(DataConfig(task="sorting", sorting=cfg), 2)
+    again, _ = TASK.build(cfg, 2)
     for name in splits:
         assert all(np.array_equal(splits[name][k], again[name][k]) for k in splits[name])
     with pytest.raises(RecurError, match="train_size must be > 0"):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recur.config import DataConfig, SudokuData
+from recur.tasks.sudoku import SudokuData
 from recur.errors import RecurError
 from recur.tasks import sudoku as sd
 
@@ -331,8 +331,7 @@ def test_build_splits_from_csv(tmp_path):
 def test_task_parse_read_render_verify(tmp_path):
     task = sd.Sudoku()
     info = {"size": 9, "vocab_size": 11, "seq_len": 81, "num_puzzle_ids": 1}
-    data = DataConfig(sudoku=small_cfg(train_size=2, test_size=1, augmentations=1))
-    assert len(task.build(data, seed=0)[0]["train"]["inputs"]) == 4
+    assert len(task.build(small_cfg(train_size=2, test_size=1, augmentations=1), seed=0)[0]["train"]["inputs"]) == 4
     tokens = task.parse(EASY, info)
     assert tokens.dtype == np.uint8 and tokens.tolist() == sd.to_tokens(digits(EASY)).tolist()
     answer = sd.to_tokens(digits(EASY_SOLUTION))

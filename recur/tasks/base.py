@@ -25,9 +25,12 @@ class Task:
     """Base class of the task registry entries (see recur.tasks.REGISTRY)."""
 
     name: str = ""
+    config: type
+    """The task's data settings, a dataclass with field docstrings and a `check()` that raises RecurError on
+    settings no dataset can be built from; it becomes the config section `data.<name>`."""
 
     def build(self, cfg, seed: int) -> tuple[dict[str, Split], dict]:
-        """Build {"train": Split, "test": Split} and the info dict from the task's config section."""
+        """Build {"train": Split, "test": Split} and the info dict from the task's settings (a `config`)."""
         raise NotImplementedError
 
     def parse(self, text: str, info: dict) -> np.ndarray:

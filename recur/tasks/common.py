@@ -79,6 +79,13 @@ def read_lines(path: Path) -> list[str]:
 CSV_HEADER = "source,q,a,rating"  # the HRM/TRM dataset builders' CSV layout
 
 
+def check_csv_pair(task: str, train_csv: str, test_csv: str) -> None:
+    """Training and test CSVs come together or not at all."""
+    if bool(train_csv) != bool(test_csv):
+        given = "train_csv" if train_csv else "test_csv"
+        raise RecurError(f"data.{task}.{given} is set alone; set both train_csv and test_csv, or neither")
+
+
 def csv_q_column(path: Path, numbered: list[tuple[int, str]]) -> list[str] | None:
     """The q column when the non-blank (line number, line) pairs of a puzzle file are a `source,q,a,...`
     CSV (None when they are not)."""

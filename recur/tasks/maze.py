@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import os
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import MazeData
 from ..errors import RecurError
 from .base import Split, Task
 from .common import (  # noqa: F401  (dihedral names are re-exported for the tests and users)
-    CSV_HEADER, DIHEDRAL_INVERSE, cell_bytes, csv_q_column, derive_seed, dihedral, dihedral_inverse, ordered_map, read_csv_blocks,
+    CSV_HEADER, DIHEDRAL_INVERSE, cell_bytes, check_csv_pair, csv_q_column, derive_seed, dihedral, dihedral_inverse, ordered_map, read_csv_blocks,
     read_lines, subsample)
 
 CHARS = "# SGo"
@@ -57,6 +57,15 @@ _STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # neighbour order of the path trace
 def _check_size(size: int) -> None:
     if not 2 <= size <= MAX_SIZE:
         raise RecurError(f"maze size must be 2..{MAX_SIZE}, got {size}")
+
+
+def _check_limits(size: int, min_path: int, wall_min: float, wall_max: float) -> None:
+    cells = size * size
+    if not 0 <= min_path <= cells - 1:
+        raise RecurError(f"data.maze.min_path must be in 0..{cells - 1} for {size}x{size}, got {min_path}")
+    if not 0 <= wall_min <= wall_max < 1:
+        raise RecurError(f"data.maze wall fractions need 0 <= wall_min <= wall_max < 1, "
+                         f"got wall_min={wall_min}, wall_max={wall_max}")
 
 
 # --- BFS on bit rows ------------------------------------------------------------------------------
@@ -270,12 +279,8 @@ def generate(
     depends only on the arguments, not on `workers` (None = 2 processes for big jobs).
     """
     _check_size(size)
+    _check_limits(size, min_path, wall_min, wall_max)
     cells = size * size
-    if not 0 <= min_path <= cells - 1:
-        raise RecurError(f"data.maze.min_path must be in 0..{cells - 1} for {size}x{size}, got {min_path}")
-    if not 0 <= wall_min <= wall_max < 1:
-        raise RecurError(f"data.maze wall fractions need 0 <= wall_min <= wall_max < 1, "
-                         f"got wall_min={wall_min}, wall_max={wall_max}")
     if count <= 0:
         return np.zeros((0, cells), np.uint8), np.zeros((0, cells), np.uint8), np.zeros(0, np.int32)
     if workers is None:
@@ -499,22 +504,51 @@ def _split(inputs: np.ndarray, labels: np.ndarray, moves: np.ndarray, augment: b
     }
 
 
+@dataclass
+class MazeData:
+    """Mazes as in Maze-Hard: random walls, BFS shortest path; or read from the HRM CSV layout."""
+
+    size: int = 30
+    """Grid side (seq_len = size*size)."""
+    train_size: int = 1000
+    """Training mazes (generated, or drawn from train_csv; 0 = every CSV row)."""
+    test_size: int = 1000
+    """Held-out mazes (generated, or drawn from test_csv; 0 = every CSV row)."""
+    min_path: int = 110
+    """Keep generated mazes whose shortest start-goal path has at least this many moves (Maze-Hard: 30x30, > 110)."""
+    wall_min: float = 0.3
+    """Each generated maze walls off a fraction of its cells drawn uniformly in [wall_min, wall_max]."""
+    wall_max: float = 0.5
+    """Upper end of the wall fraction."""
+    dihedral: bool = False
+    """Store the 8 rotations/reflections of each training maze (the reference builder's --aug; off there by default)."""
+    train_csv: str = ""
+    """Training CSV in the HRM layout (source,q,a,rating; characters `# SGo`) instead of generated mazes."""
+    test_csv: str = ""
+    """Test CSV in the same layout."""
+
+    def check(self) -> None:
+        """RecurError naming the first setting no dataset can be built from."""
+        _check_size(self.size)
+        check_csv_pair("maze", self.train_csv, self.test_csv)
+        for key in ("train_size", "test_size"):
+            if getattr(self, key) < 0:
+                raise RecurError(f"data.maze.{key} must be >= 0, got {getattr(self, key)}")
+        if not self.train_csv:  # generated mazes
+            for key in ("train_size", "test_size"):
+                if getattr(self, key) == 0:
+                    raise RecurError(f"data.maze.{key} must be > 0 for generated mazes (0 = all CSV rows)")
+            _check_limits(self.size, self.min_path, self.wall_min, self.wall_max)
+
+
 def build_splits(cfg: MazeData, seed: int) -> tuple[dict[str, Split], dict]:
     """({"train": split, "test": split}, info) from the maze settings; byte-identical per (cfg, seed)."""
+    cfg.check()
     size = cfg.size
-    _check_size(size)
-    if bool(cfg.train_csv) != bool(cfg.test_csv):
-        given = "train_csv" if cfg.train_csv else "test_csv"
-        raise RecurError(f"data.maze.{given} is set alone; set both train_csv and test_csv, or neither")
-    for key in ("train_size", "test_size"):
-        if getattr(cfg, key) < 0:
-            raise RecurError(f"data.maze.{key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.train_csv:
         train = subsample(read_csv(cfg.train_csv, size), cfg.train_size, derive_seed(seed, "train rows"))
         test = subsample(read_csv(cfg.test_csv, size), cfg.test_size, derive_seed(seed, "test rows"))
     else:
-        if cfg.train_size == 0:
-            raise RecurError("data.maze.train_size must be > 0 for generated mazes (0 = all CSV rows)")
         limits = (cfg.min_path, cfg.wall_min, cfg.wall_max)
         train = generate(size, cfg.train_size, derive_seed(seed, "train"), *limits)
         # No test maze may be any symmetry of a training maze, augmented or not.
@@ -529,9 +563,10 @@ class Maze(Task):
     """Mazes as a recur task: generated or CSV mazes, tokens as in the reference HRM/TRM Maze-Hard data."""
 
     name = "maze"
+    config = MazeData
 
-    def build(self, cfg, seed: int) -> tuple[dict[str, Split], dict]:
-        return build_splits(cfg.maze, seed)
+    def build(self, cfg: MazeData, seed: int) -> tuple[dict[str, Split], dict]:
+        return build_splits(cfg, seed)
 
     def parse(self, text: str, info: dict) -> np.ndarray:
         return parse_maze(text, info["size"])

@@ -8,11 +8,11 @@ few given queens can have several completions, so `score` also accepts any legal
 from __future__ import annotations
 
 from functools import cache
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import NQueensData
 from ..errors import RecurError
 from .base import Split, Task
 from .common import DIHEDRAL_INVERSE, derive_seed, read_lines  # noqa: F401
@@ -20,6 +20,12 @@ from .common import dihedral as square_dihedral
 
 EMPTY, QUEEN = 1, 2
 MAX_SIZE = 12  # `solutions` enumerates and keeps every solution: 14,200 for 12x12
+
+
+def _check_given(size: int, min_given: int, max_given: int) -> None:
+    if not 0 <= min_given <= max_given <= size:
+        raise RecurError(f"nqueens needs 0 <= min_given <= max_given <= {size}, got min_given={min_given}, "
+                         f"max_given={max_given}")
 
 
 @cache
@@ -73,9 +79,7 @@ def generate(size: int, count: int, seed: int, min_given: int, max_given: int,
     """
     cols = _columns(size)
     cells = size * size
-    if not 0 <= min_given <= max_given <= size:
-        raise RecurError(f"nqueens needs 0 <= min_given <= max_given <= {size}, got min_given={min_given}, "
-                         f"max_given={max_given}")
+    _check_given(size, min_given, max_given)
     rng = np.random.default_rng(seed)
     seen = set(exclude or ())
     inputs, labels = [np.zeros((0, cells), np.uint8)], [np.zeros((0, cells), np.uint8)]
@@ -188,18 +192,41 @@ def _split(inputs: np.ndarray, labels: np.ndarray) -> Split:
             "group_index": np.arange(0, total + 1, k, dtype=np.int64)}
 
 
+@dataclass
+class NQueensData:
+    """N-Queens completion (as in the DIS paper): a board with some queens of a solution given; fill in the rest."""
+
+    size: int = 8
+    """Board side N (N queens)."""
+    train_size: int = 900
+    """Base training boards (x8 with `dihedral`: 7,200 as in the DIS paper)."""
+    test_size: int = 200
+    """Held-out boards."""
+    min_given: int = 1
+    """Fewest queens given."""
+    max_given: int = 7
+    """Most queens given."""
+    dihedral: bool = True
+    """Store the 8 rotations/reflections of each training board as its group."""
+
+    def check(self) -> None:
+        """RecurError naming the first setting no dataset can be built from."""
+        _columns(self.size)
+        if self.train_size <= 0:
+            raise RecurError(f"data.nqueens.train_size must be > 0, got {self.train_size}")
+        if self.test_size < 0:
+            raise RecurError(f"data.nqueens.test_size must be >= 0, got {self.test_size}")
+        _check_given(self.size, self.min_given, self.max_given)
+
+
 def build_splits(cfg: NQueensData, seed: int) -> tuple[dict[str, Split], dict]:
     """({"train": split, "test": split}, info); byte-identical per (cfg, seed).
 
     Train boards form groups of their 8 dihedral images (identity first) with `dihedral`, else 1.
     Test boards never equal any image of a training input and are not augmented.
     """
+    cfg.check()
     size = cfg.size
-    _columns(size)
-    if cfg.train_size <= 0:
-        raise RecurError(f"data.nqueens.train_size must be > 0, got {cfg.train_size}")
-    if cfg.test_size < 0:
-        raise RecurError(f"data.nqueens.test_size must be >= 0, got {cfg.test_size}")
     given = (cfg.min_given, cfg.max_given)
     inputs, labels = generate(size, cfg.train_size, derive_seed(seed, "train"), *given)
     images = np.stack([dihedral(inputs, k) for k in range(8)], axis=1)  # [n, 8, L]
@@ -217,9 +244,10 @@ class NQueens(Task):
     """N-Queens completion as a recur task."""
 
     name = "nqueens"
+    config = NQueensData
 
-    def build(self, cfg, seed: int) -> tuple[dict[str, Split], dict]:
-        return build_splits(cfg.nqueens, seed)
+    def build(self, cfg: NQueensData, seed: int) -> tuple[dict[str, Split], dict]:
+        return build_splits(cfg, seed)
 
     def parse(self, text: str, info: dict) -> np.ndarray:
         return parse_board(text, info["size"])

@@ -9,11 +9,11 @@ computation, so `score` reports exact accuracy per length.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..config import SortingData
 from ..errors import RecurError
 from .base import Split, Task
 from .common import derive_seed, read_lines
@@ -122,14 +122,34 @@ def _split(inputs: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> Split
     }
 
 
+@dataclass
+class SortingData:
+    """Sort a sequence of integers in place (shorter sequences are padded)."""
+
+    min_length: int = 4
+    """Shortest sequence."""
+    max_length: int = 16
+    """Longest sequence (= seq_len)."""
+    values: int = 10
+    """Numbers are drawn from 0..values-1."""
+    train_size: int = 20000
+    """Training sequences."""
+    test_size: int = 1000
+    """Held-out sequences (lengths drawn like the training ones)."""
+
+    def check(self) -> None:
+        """RecurError naming the first setting no dataset can be built from."""
+        _check(self.min_length, self.max_length, self.values)
+        if self.train_size <= 0:
+            raise RecurError(f"data.sorting.train_size must be > 0, got {self.train_size}")
+        if self.test_size < 0:
+            raise RecurError(f"data.sorting.test_size must be >= 0, got {self.test_size}")
+
+
 def build_splits(cfg: SortingData, seed: int) -> tuple[dict[str, Split], dict]:
     """({"train": split, "test": split}, info), byte-identical per (cfg, seed); test avoids train inputs."""
+    cfg.check()
     shape = (cfg.min_length, cfg.max_length, cfg.values)
-    _check(*shape)
-    if cfg.train_size <= 0:
-        raise RecurError(f"data.sorting.train_size must be > 0, got {cfg.train_size}")
-    if cfg.test_size < 0:
-        raise RecurError(f"data.sorting.test_size must be >= 0, got {cfg.test_size}")
     train = generate(cfg.train_size, derive_seed(seed, "train"), *shape)
     test = generate(cfg.test_size, derive_seed(seed, "test"), *shape, exclude={row.tobytes() for row in train[0]})
     info = {"vocab_size": cfg.values + 1, "seq_len": cfg.max_length, "num_puzzle_ids": 1,
@@ -141,9 +161,10 @@ class Sorting(Task):
     """Sorting as a recur task."""
 
     name = "sorting"
+    config = SortingData
 
-    def build(self, cfg, seed: int) -> tuple[dict[str, Split], dict]:
-        return build_splits(cfg.sorting, seed)
+    def build(self, cfg: SortingData, seed: int) -> tuple[dict[str, Split], dict]:
+        return build_splits(cfg, seed)
 
     def parse(self, text: str, info: dict) -> np.ndarray:
         return parse_sequence(text, info)

@@ -12,16 +12,17 @@ import os
 import random
 from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from ..config import SudokuData
 from ..errors import RecurError
 from .base import Split, Task
 from .common import CSV_HEADER  # noqa: F401  (the CSV layout, part of this module's public names)
-from .common import cell_bytes, csv_q_column, derive_seed, ordered_map, read_csv_blocks, read_lines, subsample
+from .common import cell_bytes, check_csv_pair, csv_q_column, derive_seed, ordered_map, read_csv_blocks, read_lines, subsample
 
 BOX = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 """Box shape (rows, columns) per grid size."""
@@ -479,22 +480,54 @@ def _split(puzzles: np.ndarray, solutions: np.ndarray, ratings: np.ndarray, k: i
     }
 
 
+@dataclass
+class SudokuData:
+    """Sudoku puzzles: generated, or read from the HRM/TRM CSV layout (source,q,a,rating)."""
+
+    size: Literal[4, 6, 9] = 9
+    """Grid side; boxes are 2x2, 2x3 and 3x3."""
+    train_size: int = 1000
+    """Base training puzzles (generated, or drawn from train_csv; 0 = every CSV row)."""
+    test_size: int = 1000
+    """Held-out puzzles (generated, or drawn from test_csv; 0 = every CSV row)."""
+    augmentations: int = 1000
+    """K: each training puzzle is stored with K validity-preserving shuffles (a group of 1+K)."""
+    givens: int = 0
+    """Generated puzzles keep this many clues (0 = remove clues until no more can go: minimal puzzles)."""
+    min_rating: int = 0
+    """Keep generated puzzles whose rating (solver guesses) is at least this."""
+    max_rating: int = -1
+    """Keep generated puzzles whose rating is at most this (-1 = no limit)."""
+    train_csv: str = ""
+    """Training CSV (source,q,a,rating; `.` or `0` blank) instead of generated puzzles."""
+    test_csv: str = ""
+    """Test CSV in the same layout."""
+
+    def check(self) -> None:
+        """RecurError naming the first setting no dataset can be built from."""
+        _geometry(self.size)
+        check_csv_pair("sudoku", self.train_csv, self.test_csv)
+        for key in ("train_size", "test_size", "augmentations", "min_rating"):
+            if getattr(self, key) < 0:
+                raise RecurError(f"data.sudoku.{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("train_size", "test_size"):
+            if not self.train_csv and getattr(self, key) == 0:
+                raise RecurError(f"data.sudoku.{key} must be > 0 for generated puzzles (0 = all CSV rows)")
+        if not 0 <= self.givens <= self.size * self.size:
+            raise RecurError(f"data.sudoku.givens must be in 0..{self.size * self.size} for {self.size}x{self.size}, "
+                             f"got {self.givens}")
+        if self.max_rating < -1 or 0 <= self.max_rating < self.min_rating:
+            raise RecurError(f"data.sudoku.max_rating must be -1 (no limit) or >= min_rating, got {self.max_rating}")
+
+
 def build_splits(cfg: SudokuData, seed: int) -> tuple[dict[str, Split], dict]:
     """({"train": split, "test": split}, info) from the Sudoku settings; byte-identical per (cfg, seed)."""
+    cfg.check()
     size = cfg.size
-    _geometry(size)
-    if bool(cfg.train_csv) != bool(cfg.test_csv):
-        given = "train_csv" if cfg.train_csv else "test_csv"
-        raise RecurError(f"data.sudoku.{given} is set alone; set both train_csv and test_csv, or neither")
-    for key in ("train_size", "test_size", "augmentations"):
-        if getattr(cfg, key) < 0:
-            raise RecurError(f"data.sudoku.{key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.train_csv:
         train = subsample(read_csv(cfg.train_csv, size), cfg.train_size, derive_seed(seed, "train rows"))
         test = subsample(read_csv(cfg.test_csv, size), cfg.test_size, derive_seed(seed, "test rows"))
     else:
-        if cfg.train_size == 0:
-            raise RecurError("data.sudoku.train_size must be > 0 for generated puzzles (0 = all CSV rows)")
         limits = (cfg.givens, cfg.min_rating, cfg.max_rating)
         train = generate(size, cfg.train_size, derive_seed(seed, "train"), *limits)
         test = generate(size, cfg.test_size, derive_seed(seed, "test"), *limits,
@@ -511,9 +544,10 @@ class Sudoku(Task):
     """Sudoku as a recur task: generated or CSV puzzles, tokens as in the reference TRM/HRM data."""
 
     name = "sudoku"
+    config = SudokuData
 
-    def build(self, cfg, seed: int) -> tuple[dict[str, Split], dict]:
-        return build_splits(cfg.sudoku, seed)
+    def build(self, cfg: SudokuData, seed: int) -> tuple[dict[str, Split], dict]:
+        return build_splits(cfg, seed)
 
     def parse(self, text: str, info: dict) -> np.ndarray:
         return to_tokens(parse_puzzle(text, info["size"]))
