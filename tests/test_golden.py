@@ -51,8 +51,8 @@ def trace(arm: str, root: Path) -> dict:
 
 
 def tolerance(key: str) -> dict:
-    if key.endswith("loss"):  # float32 reduction order differs between CPUs; a changed formula moves more
-        return {"rel": 1e-3, "abs": 1e-6}
+    if key.endswith("loss"):  # float32 reduction order differs between CPUs by ~2e-7 here; a changed formula moves more
+        return {"rel": 2e-5, "abs": 1e-7}
     if "accuracy" in key or "adaptive" in key or "per_step" in key or key == "mean_steps":
         return {"abs": 1.01 / 32}  # at most one puzzle in a 32-row batch or test set flips near a boundary
     return {"rel": 1e-6}  # counts, FLOPs, learning rates: exact
