@@ -42,16 +42,35 @@ class Recur:
     """A trained recursive model with its config, dataset info and task."""
 
     def __init__(self, module: torch.nn.Module, cfg: RunConfig, info: dict, task: str, device: torch.device,
-                 meta: dict):
+                 meta: dict, source: Path | None = None, notes: list[str] = ()):
         self.module, self.cfg, self.info, self.device, self.meta = module.eval(), cfg, info, device, meta
         self.task = REGISTRY[task]
+        self.source = source
+        """The model.safetensors file it was read from (None: built in memory)."""
+        self.notes = list(notes)
+        """Damaged newer checkpoints of the run that were skipped to load this one."""
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run directory the checkpoint file sits in (<run>/checkpoints/step_N/model.safetensors), else its folder."""
+        if self.source is None:
+            return None
+        ckpt = self.source.parent
+        return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+
+    def describe(self) -> str:
+        """Which checkpoint this is, for the line every command that loads one prints."""
+        step = self.meta.get("step")
+        return f"{self.source}" + (f" (step {step})" if step is not None else "")
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", precision: str | None = None, compile: bool = False) -> Recur:
         """`precision` (auto, float32, bfloat16) overrides the run's train.precision for inference.
         `compile` runs the net under torch.compile: the first batch waits for the compiler (tens of
         seconds), so it pays off for thousands of puzzles, not for a few."""
-        weights, meta = checkpoint.read_model(path)
+        notes: list[str] = []
+        source = checkpoint.resolve(path, notes)
+        weights, meta = checkpoint.read_model(source)
         try:
             cfg = from_dict(RunConfig, meta["config"])
             info, task = meta["info"], meta["task"]
@@ -68,7 +87,7 @@ class Recur:
         except RuntimeError as e:
             raise RecurError(f"{path}: weights do not fit the model in its config: {str(e).splitlines()[0]}") from None
         module = module.to(dev)
-        return cls(torch.compile(module) if compile else module, cfg, info, task, dev, meta)
+        return cls(torch.compile(module) if compile else module, cfg, info, task, dev, meta, source, notes)
 
     @property
     def n_sup(self) -> int:

@@ -9,13 +9,19 @@ A checkpoint is a directory `<run>/checkpoints/step_NNNNNN/`:
     train.json          step, sampler position, optimizer hyper-parameters, format version
 
 Directories are written under a temporary name and renamed, so a killed run never leaves a
-half-written checkpoint behind and never overwrites a finished one.
+half-written checkpoint behind and never overwrites a finished one; a failed write (a full disk)
+removes its temporary directory and says which checkpoint is the newest intact one.
+
+One rule for checkpoints that are damaged on disk (a file missing, corrupt or truncated): given a
+run, the newest usable checkpoint is used and each newer damaged one is named in a note; given a
+checkpoint directory or file, a damaged one is an error. Weights holding NaN or infinity are an error.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -35,18 +41,30 @@ def step_dir(run: Path, step: int) -> Path:
 
 
 def list_checkpoints(run: Path) -> list[Path]:
-    """Finished checkpoints of a run, oldest first."""
+    """Checkpoint directories of a run, oldest first (unfinished writes have a temporary name and are not listed;
+    a listed one may still be damaged: see `usable`)."""
     root = Path(run) / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.name.startswith("step_") and (p / MODEL_FILE).is_file())
+    return sorted(p for p in root.iterdir() if re.fullmatch(r"step_\d+", p.name) and p.is_dir())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())  # safetensors writes 0600; a checkpoint is as readable as the run's other files
 
 
 def save_model(path: Path, weights: dict[str, torch.Tensor], meta: dict) -> None:
     """Write the predict-time weights with `meta` (config, info, step...) in the header."""
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
     header.update({k: json.dumps(v) for k, v in meta.items()})
-    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(path), metadata=header)
+    _save_tensors(weights, path, header)
 
 
 def save(run: Path, step: int, model_weights: dict, model_meta: dict, train_tensors: dict, train_state: dict,
@@ -54,38 +72,81 @@ def save(run: Path, step: int, model_weights: dict, model_meta: dict, train_tens
     """Write checkpoint `step` atomically and delete all but the newest `keep`."""
     final = step_dir(run, step)
     tmp = final.with_name("." + final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(tmp / MODEL_FILE, model_weights, model_meta)
-    save_file({k: v.detach().contiguous().cpu() for k, v in train_tensors.items()}, str(tmp / TRAIN_FILE))
-    (tmp / TRAIN_JSON).write_text(json.dumps({"format_version": FORMAT_VERSION, **train_state}, indent=1))
-    if final.exists():  # the same step saved twice (e.g. resumed exactly at a checkpoint): replace it whole
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(tmp / MODEL_FILE, model_weights, model_meta)
+        _save_tensors(train_tensors, tmp / TRAIN_FILE)
+        (tmp / TRAIN_JSON).write_text(json.dumps({"format_version": FORMAT_VERSION, **train_state}, indent=1))
+        if final.exists():  # the same step saved twice (e.g. resumed exactly at a checkpoint): replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = [p.name for p in list_checkpoints(run) if p != final]
+        raise RecurError(f"cannot write checkpoint {final.name} into {run}: {getattr(e, 'strerror', None) or e}; "
+                         f"the newest intact checkpoint is {kept[-1] if kept else 'none'}") from None
     for old in list_checkpoints(run)[:-keep]:
         shutil.rmtree(old)
     return final
 
 
-def resolve(path: str | Path) -> Path:
-    """A run directory, a checkpoint directory or a model.safetensors file -> the model file."""
+def damage(ckpt: Path, train: bool = False) -> str | None:
+    """Why checkpoint directory `ckpt` cannot be used (None: it can): a file missing, or unreadable.
+    `train`: the training state is needed too (resuming)."""
+    for name in (MODEL_FILE, TRAIN_FILE, TRAIN_JSON) if train else (MODEL_FILE,):
+        f = ckpt / name
+        if not f.is_file():
+            return f"{name} is missing"
+        try:
+            if name == TRAIN_JSON:
+                json.loads(f.read_text())
+            else:
+                with safe_open(str(f), framework="pt") as sf:
+                    sf.metadata()
+        except (SafetensorError, OSError, ValueError) as e:
+            return f"{name} is corrupt or truncated ({e})"
+    return None
+
+
+def newest(run: Path, notes: list[str], train: bool = False) -> Path | None:
+    """The newest usable checkpoint of `run` (None: it has none); each newer damaged one goes into `notes`."""
+    for ckpt in reversed(list_checkpoints(run)):
+        problem = damage(ckpt, train)
+        if problem is None:
+            return ckpt
+        notes.append(f"skipped checkpoint {ckpt}: {problem}")
+    return None
+
+
+def resolve(path: str | Path, notes: list[str] | None = None) -> Path:
+    """A run directory (its newest usable checkpoint; skipped ones go into `notes`), a checkpoint directory or a
+    model.safetensors file -> the model file."""
     p = Path(path)
     if p.is_file():
         return p
-    if (p / MODEL_FILE).is_file():
+    if (p / MODEL_FILE).is_file() or re.fullmatch(r"step_\d+", p.name):
         return p / MODEL_FILE
-    ckpts = list_checkpoints(p)
-    if ckpts:
-        return ckpts[-1] / MODEL_FILE
+    skipped: list[str] = []
+    ckpt = newest(p, skipped)
+    if notes is not None:
+        notes += skipped
+    if ckpt is not None:
+        return ckpt / MODEL_FILE
+    if skipped:
+        raise RecurError(f"{path} has no usable checkpoint: {'; '.join(skipped)}")
     if not p.exists():
         raise RecurError(f"{path} does not exist")
     raise RecurError(f"{path} holds no recur checkpoint (expected a run directory, a checkpoint directory "
                      f"or a {MODEL_FILE} file)")
 
 
-def read_model(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(weights, meta) from a model file, run or checkpoint directory; RecurError if it is not one."""
-    f = resolve(path)
+def read_model(path: str | Path, notes: list[str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(weights, meta) from a model file, run or checkpoint directory; RecurError if it is not one, or if a
+    weight holds NaN or infinity. `notes` collects the damaged newer checkpoints of a run that were skipped."""
+    f = resolve(path, notes)
+    if not f.is_file():
+        raise RecurError(f"{f} is missing (the checkpoint directory is incomplete)")
     try:
         with safe_open(str(f), framework="pt") as sf:
             header = sf.metadata() or {}
@@ -100,6 +161,9 @@ def read_model(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         meta = {k: json.loads(v) for k, v in header.items() if k not in ("format", "format_version")}
     except json.JSONDecodeError as e:
         raise RecurError(f"{f} has a corrupt header: {e}") from None
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise RecurError(f"{f} holds NaN or infinite values in {bad} (saved from a diverged run?)")
     return weights, meta
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,13 +27,15 @@ from .errors import RecurError
 
 
 def cmd_train(a) -> None:
-    from .train import Trainer, new_run_dir, resumed_config
+    from .train import Trainer, new_run_dir, resumed_config, run_record
 
     if a.resume:
         run_dir = Path(a.resume)
-        new = load_config(a.preset, a.overrides) if (a.preset or a.overrides) else None
-        cfg = resumed_config(run_dir, new)
-        preset = json.loads((run_dir / "config.json").read_text()).get("preset", "")
+        preset = run_record(run_dir).get("preset", "")
+        if a.preset and a.preset != preset:
+            raise RecurError(f"--resume continues {run_dir} with its own settings (preset {preset or 'none'}); "
+                             f"give only the key=value settings to change, e.g. train.steps=N")
+        cfg = resumed_config(run_dir, a.overrides)
     else:
         preset = a.preset or DEFAULT_PRESET
         cfg = load_config(preset, a.overrides)
@@ -49,6 +52,8 @@ def cmd_train(a) -> None:
     except BaseException:
         trainer.dist.close(wait=False)
         raise
+    finally:
+        trainer.close()
     trainer.dist.close()
 
 
@@ -72,7 +77,7 @@ def _report(trainer, cfg, summary) -> None:
         idx = np.random.default_rng(cfg.seed).choice(len(split), size=min(cfg.eval.show, len(split)), replace=False)
         b = split.batch(np.sort(idx))
         pred = model.predict(b["inputs"], b["puzzle_ids"], halt="adaptive")
-        print(f"\n{len(idx)} unseen puzzles, answered with adaptive halting:")
+        print(f"\n{len(idx)} unseen puzzle{'s' * (len(idx) != 1)}, answered with adaptive halting:")
         for i in range(len(idx)):
             print("\n" + show(model.task, model.info, b["inputs"][i], pred.tokens[i].numpy(), int(pred.steps[i]),
                               b["labels"][i]))
@@ -80,20 +85,40 @@ def _report(trainer, cfg, summary) -> None:
     print(f"plot:       {summary['plot'] or 'not drawn (install matplotlib: pip install recur[plot])'}")
 
 
+def _check_counts(a) -> None:
+    """The numeric options of eval/profile/solve that only make sense in some range."""
+    for name, low in (("batch_size", 1), ("limit", 0), ("steps", 0), ("samples", 1)):
+        value = getattr(a, name, None)
+        if value is not None and value < low:
+            raise RecurError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if getattr(a, "noise", 0) < 0:
+        raise RecurError(f"--noise must be >= 0, got {a.noise}")
+
+
+def _load(path, a):
+    """recur.load with the command's runtime options; the damaged newer checkpoints it skipped are noted on stderr
+    (the command names the checkpoint it used in its output)."""
+    from .api import Recur
+
+    model = Recur.load(path, a.device, a.precision, a.compile)
+    for note in model.notes:
+        print(f"recur: note: {note}", file=sys.stderr)
+    return model
+
+
 def cmd_eval(a) -> None:
     from .evaluate import evaluate
 
-    if a.samples < 1 or a.noise < 0:
-        raise RecurError("--samples must be >= 1 and --noise >= 0")
+    _check_counts(a)
     model, split, data_dir = _model_and_split(a)
     res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
                    model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info,
                    feedback=model.cfg.recursion.feedback, guidance=a.guidance, threshold=a.threshold,
                    samples=a.samples, noise=a.noise)
     if a.json:
-        print(json.dumps(res))
+        print(json.dumps({"checkpoint": str(model.source), "step": model.meta.get("step"), **res}))
         return
-    print(f"{a.path} on {data_dir}/{a.split}: {res['examples']} examples, halt={a.halt}")
+    print(f"model {model.describe()}\non {data_dir}/{a.split}: {res['examples']} examples, halt={a.halt}")
     print(f"exact accuracy {res['exact_accuracy']:.4f}   token accuracy {res['token_accuracy']:.4f}   "
           f"adaptive: {res['exact_adaptive']:.4f} in {res['mean_steps_adaptive']:.2f} steps   "
           f"halting-head accuracy {res['halt_accuracy']:.4f}")
@@ -105,13 +130,16 @@ def cmd_eval(a) -> None:
 
 
 def _model_and_split(a):
-    """The model at a.path and the split it is evaluated on (a.data, default: the dataset it was trained on)."""
-    from .api import Recur
-    from .data import Dataset
+    """The model at a.path and the split it is evaluated on (a.data, default: the dataset it was trained on,
+    found wherever the run and the data are now)."""
+    from .data import Dataset, find
 
-    model = Recur.load(a.path, a.device, a.precision, a.compile)
-    data_dir = a.data or model.meta.get("dataset")
-    if not data_dir:
+    model = _load(a.path, a)
+    if a.data:
+        data_dir = Path(a.data)
+    elif model.meta.get("dataset"):
+        data_dir = find(model.meta["dataset"], model.run_dir)
+    else:
         raise RecurError(f"{a.path} does not say which dataset it was trained on; pass --data DIR")
     data = Dataset(data_dir)
     data.check_model(model.info)
@@ -123,53 +151,88 @@ def _model_and_split(a):
 
 def cmd_profile(a) -> None:
     from . import profile
+    from .lock import RunLock
 
+    _check_counts(a)
     model, split, data_dir = _model_and_split(a)
-    res = profile.profile(model.module, split, a.steps or model.n_sup, a.batch_size, model.device,
-                          model.cfg.recursion.feedback, a.limit)
-    src = Path(a.path)
-    out = Path(a.out) if a.out else (src if src.is_dir() else src.parent)
+    out = Path(a.out) if a.out else model.run_dir
+    # writing into a run: not while another process (training) writes into it
+    lock = RunLock(out, "profile") if (out / "config.json").is_file() else None
+    if lock is not None:
+        lock.acquire()
     try:
+        res = profile.profile(model.module, split, a.steps or model.n_sup, a.batch_size, model.device,
+                              model.cfg.recursion.feedback, a.limit)
         path, png = profile.write(res, out)
     except OSError as e:
-        raise RecurError(f"cannot write the profile to {out}: {e.strerror}") from None
-    print(f"{a.path} on {data_dir}/{a.split}: {res['examples']} examples, {res['net_calls_per_step']} net calls per "
-          f"supervision step\n")
+        raise RecurError(f"cannot write the profile to {out}: {e.strerror} (pass --out DIR)") from None
+    finally:
+        if lock is not None:
+            lock.release()
+    print(f"model {model.describe()}\non {data_dir}/{a.split}: {res['examples']} examples, "
+          f"{res['net_calls_per_step']} net calls per supervision step\n")
     print(profile.table(res))
     print("\n" + profile.verdict(res))
     print(f"\nprofile: {path}" + (f"\nplot:    {png}" if png else ""))
 
 
 def cmd_solve(a) -> None:
-    from .api import Recur
     from .evaluate import show
 
-    model_path = a.model or _latest_run(Path("runs"))
-    model = Recur.load(model_path, a.device, a.precision, a.compile)
+    _check_counts(a)
+    if a.model:
+        model = _load(a.model, a)
+        chosen = f"the model {model.source}"
+    else:
+        model = _load(_latest_run(Path("runs")), a)
+        chosen = f"the newest run under ./runs ({model.run_dir}; pass --model to choose another)"
     src = Path(a.puzzle)
-    texts = model.task.read_puzzles(src, model.info) if src.is_file() else [a.puzzle]
-    if not texts:
+    if src.is_file():
+        found = [(f"{src} line {line}", text) for line, text in model.task.read_puzzles(src, model.info)]
+    elif os.sep in a.puzzle or "/" in a.puzzle or src.suffix in (".txt", ".csv"):
+        raise RecurError(f"puzzle file {a.puzzle} does not exist")
+    else:
+        found = [("the puzzle", a.puzzle)]
+    if not found:
         raise RecurError(f"{a.puzzle} holds no puzzles")
-    inputs, pred = model.solve(texts, steps=a.steps, halt=a.halt, threshold=a.threshold)
-    for i in range(len(texts)):
-        if len(texts) > 1:
+    rows = []
+    for where, text in found:
+        try:
+            rows.append(model.task.parse(text, model.info))
+        except RecurError as e:
+            raise RecurError(f"{where}: {e} (for {chosen})") from None
+    inputs = np.stack(rows)
+    pred = model.predict(inputs, steps=a.steps, halt=a.halt, threshold=a.threshold)
+    print(f"model {model.describe()}" + ("" if a.model else " (the newest run under ./runs)") + "\n")
+    for i in range(len(found)):
+        if len(found) > 1:
             print(f"# puzzle {i + 1}")
         print(show(model.task, model.info, inputs[i], pred.tokens[i].numpy(), int(pred.steps[i]), None) + "\n")
 
 
 def _latest_run(root: Path) -> Path:
+    """The run under `root` whose newest checkpoint was written last."""
     from .checkpoint import list_checkpoints
 
-    runs = [p for p in root.glob("*") if list_checkpoints(p)] if root.is_dir() else []
+    runs = [(ckpts[-1].stat().st_mtime, p) for p in (root.glob("*") if root.is_dir() else [])
+            if (ckpts := list_checkpoints(p))]
     if not runs:
         raise RecurError("no trained model given and none found under ./runs; pass --model RUN_OR_CHECKPOINT")
-    return max(runs, key=lambda p: list_checkpoints(p)[-1].stat().st_mtime)
+    return max(runs)[1]
 
 
 def cmd_prepare(a) -> None:
+    from .config import RunConfig, from_dict
     from .data import prepare
+    from .train import run_record
 
-    cfg = load_config(a.preset or DEFAULT_PRESET, a.overrides)
+    if a.run:
+        if a.preset or a.overrides:
+            raise RecurError("--run rebuilds the dataset a run was trained on from its own settings; give no "
+                             "preset or key=value settings with it")
+        cfg = from_dict(RunConfig, run_record(Path(a.run))["config"])
+    else:
+        cfg = load_config(a.preset or DEFAULT_PRESET, a.overrides)
     path = prepare(cfg.data, a.out)
     meta = json.loads((path / "metadata.json").read_text())
     sizes = ", ".join(f"{k}: {v['examples']} examples in {v['groups']} groups" for k, v in meta["splits"].items())
@@ -216,8 +279,16 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the net: tens of seconds of warm-up that pay off for thousands of puzzles on a GPU")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with recur's one-line errors (argparse prints its usage block first)."""
+
+    def error(self, message: str):
+        print(f"recur: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="recur", description="Recursive reasoning models: train, evaluate, solve.")
+    p = Parser(prog="recur", description="Recursive reasoning models: train, evaluate, solve.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train a model (no arguments: the CPU quickstart)")
@@ -250,7 +321,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--limit", type=int, default=1000, help="profile at most this many examples (0 = all)")
     f.add_argument("--batch-size", type=int, default=256)
     _runtime_args(f)
-    f.add_argument("--out", help="where profile.json and profile.png go (default: beside the model)")
+    f.add_argument("--out", help="where profile.json and plots/profile.png go (default: the model's run directory)")
     f.set_defaults(fn=cmd_profile)
 
     s = sub.add_parser("solve", help="solve a puzzle given as text, or every puzzle in a file")
@@ -266,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("preset", nargs="?")
     r.add_argument("overrides", nargs="*")
     r.add_argument("--out", help="output directory (default: data/<task>-<hash of the settings>)")
+    r.add_argument("--run", help="rebuild the dataset this run was trained on (from its saved settings)")
     r.set_defaults(fn=cmd_prepare)
 
     sub.add_parser("presets", help="list the presets and comparisons").set_defaults(fn=cmd_presets)
@@ -281,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--from", dest="kind", choices=["trm-reference", "hrm-reference"], required=True)
     c.add_argument("src", help="the reference state-dict file (all_config.yaml beside it is read when present)")
     c.add_argument("dst", help="output checkpoint directory")
-    c.add_argument("overrides", nargs="*", help="model.* settings that override or supply the architecture")
+    c.add_argument("overrides", nargs="*", help="optional model.* settings that override or supply the architecture")
     c.add_argument("--seq-len", type=int, help="puzzle length without prefix (read from the data when absent)")
     c.add_argument("--task", default="sudoku", help="task the model solves (default: sudoku)")
     c.set_defaults(fn=cmd_convert)
@@ -289,13 +361,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # key=value settings may follow options (`recur train micro --resume R train.steps=60`): argparse leaves them over
+    settings = [x for x in extra if "=" in x and not x.startswith("-")]
+    if extra != settings or (settings and not hasattr(args, "overrides")):
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if settings:
+        args.overrides = list(args.overrides) + settings
     if getattr(args, "preset", None) and "=" in args.preset:  # `recur train a.b=c`: no preset given
         args.overrides, args.preset = [args.preset] + args.overrides, None
     try:
         args.fn(args)
     except RecurError as e:
         print(f"recur: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (`recur keys | head`): stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # the machine said no (disk full, read-only, ...) somewhere not wrapped above
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"recur: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("recur: interrupted", file=sys.stderr)

@@ -2,12 +2,15 @@
 
 Layout of a prepared directory (arrays memory-mapped when read; see recur.tasks.base):
 
-    metadata.json                 format_version, task, info (vocab_size, seq_len, ...), settings, split sizes
+    metadata.json                 format_version, task, info (vocab_size, seq_len, ...), settings, split sizes,
+                                  fingerprint (a hash of every array file)
     train/{inputs,labels,puzzle_ids,puzzle_index,group_index}.npy
     test/...
 
-The same settings and seed give byte-identical files. This module imports nothing from the
-models: tasks build arrays, the trainer turns batches into tensors.
+The same settings and seed give byte-identical files. A run records where its dataset was (absolute
+and relative to the run) and its fingerprint, so a run directory can be moved or copied and still finds
+its data, and a dataset changed on disk since is recognised (`find`). This module imports nothing from
+the models: tasks build arrays, the trainer turns batches into tensors.
 """
 
 from __future__ import annotations
@@ -36,9 +39,22 @@ def settings(cfg: DataConfig) -> dict:
     return {"task": cfg.task, "seed": cfg.seed, cfg.task: asdict(getattr(cfg, cfg.task))}
 
 
-def default_dir(cfg: DataConfig, root: str | Path = "data") -> Path:
-    digest = hashlib.sha1(json.dumps(settings(cfg), sort_keys=True).encode()).hexdigest()[:10]
-    return Path(root) / f"{cfg.task}-{digest}"
+def default_dir(cfg: DataConfig | dict, root: str | Path = "data") -> Path:
+    """data/<task>-<hash of the settings>, for a DataConfig or its `settings` dict."""
+    setting = cfg if isinstance(cfg, dict) else settings(cfg)
+    digest = hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(root) / f"{setting['task']}-{digest}"
+
+
+def fingerprint(path: Path) -> str:
+    """A hash of every array file of a prepared dataset (split/name and bytes, in a fixed order)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(path).glob("*/*.npy")):
+        h.update(f"{f.parent.name}/{f.name}".encode())
+        with f.open("rb") as fh:
+            while block := fh.read(1 << 24):
+                h.update(block)
+    return h.hexdigest()[:20]
 
 
 def prepare(cfg: DataConfig, out: str | Path | None = None) -> Path:
@@ -56,7 +72,10 @@ def prepare(cfg: DataConfig, out: str | Path | None = None) -> Path:
     if out.exists() and any(out.iterdir()):
         raise RecurError(f"{out} exists and is not a recur dataset; refusing to write into it")
     splits, info = REGISTRY[cfg.task].build(getattr(cfg, cfg.task), cfg.seed)
-    write(out, splits, info, settings(cfg))
+    try:
+        write(out, splits, info, settings(cfg))
+    except OSError as e:
+        raise RecurError(f"cannot write the dataset to {out}: {e.strerror}") from None
     return out
 
 
@@ -64,6 +83,7 @@ def write(out: Path, splits: dict, info: dict, setting: dict) -> None:
     """Write atomically: into a temporary sibling, then rename, so a crash leaves no half dataset."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a dataset is as readable as other files
     try:
         meta = {"format_version": FORMAT_VERSION, "task": setting["task"], "info": info, "settings": setting,
                 "splits": {}}
@@ -73,6 +93,7 @@ def write(out: Path, splits: dict, info: dict, setting: dict) -> None:
                 np.save(tmp / name / f"{key}.npy", arrays[key])
             meta["splits"][name] = {"examples": int(len(arrays["inputs"])), "puzzles": int(len(arrays["puzzle_ids"])),
                                     "groups": int(len(arrays["group_index"]) - 1)}
+        meta["fingerprint"] = fingerprint(tmp)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         try:
             os.replace(tmp, out)  # replaces `out` only if it is an empty directory
@@ -84,6 +105,12 @@ def write(out: Path, splits: dict, info: dict, setting: dict) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_metadata(path: Path) -> dict:
@@ -138,6 +165,19 @@ class Dataset:
             raise RecurError(f"{path} is a '{self.meta['task']}' dataset, a task this recur does not know")
         self.splits = {name: Split(self.path, name, sizes) for name, sizes in self.meta["splits"].items()}
 
+    @property
+    def fingerprint(self) -> str:
+        """The hash written at build time (datasets from before fingerprints: computed now)."""
+        if "fingerprint" not in self.meta:
+            self.meta["fingerprint"] = fingerprint(self.path)
+        return self.meta["fingerprint"]
+
+    def record(self, run_dir: Path) -> dict:
+        """What a run stores to find this dataset again (see `find`)."""
+        here = self.path.resolve()
+        return {"path": str(here), "from_run": os.path.relpath(here, Path(run_dir).resolve()),
+                "fingerprint": self.fingerprint, "settings": self.meta["settings"]}
+
     def check_model(self, info: dict) -> None:
         """The model was built for data shaped like this one (vocabulary, length, puzzle ids)."""
         for key in ("vocab_size", "seq_len"):
@@ -146,6 +186,37 @@ class Dataset:
         if self.info["num_puzzle_ids"] > info["num_puzzle_ids"]:
             raise RecurError(f"dataset {self.path} has {self.info['num_puzzle_ids']} puzzle ids but the model only "
                              f"has embeddings for {info['num_puzzle_ids']}")
+
+
+def find(record: dict | str, run_dir: Path | None, missing_ok: bool = False) -> Path | None:
+    """The dataset a run was trained on, wherever the run and the data are now: the run's `record` (see
+    Dataset.record) names it relative to the run, absolutely, and by its settings (their default directory
+    under the working directory); the first of these holding a dataset with the recorded fingerprint wins.
+    RecurError when none does, naming what changed or where it looked (`missing_ok`: None when no dataset
+    is at any of these places)."""
+    if isinstance(record, str):  # runs from before fingerprints: the path as given at training time
+        record = {"path": record}
+    places = [Path(run_dir) / record["from_run"]] if run_dir is not None and "from_run" in record else []
+    places.append(Path(record["path"]))
+    if "settings" in record:
+        places.append(default_dir(record["settings"]))
+    changed = []
+    for place in places:
+        if (place / "metadata.json").is_file():
+            found = Dataset(place).fingerprint
+            if record.get("fingerprint", found) == found:
+                return place
+            changed.append((place, found))
+    if changed:
+        place, found = changed[0]
+        raise RecurError(f"the dataset at {place} has changed since the run was trained on it (fingerprint "
+                         f"{found}, the run's {record['fingerprint']}); rebuild it with `recur prepare --run RUN "
+                         f"--out DIR` or pass --data DIR")
+    if missing_ok:
+        return None
+    looked = ", ".join(dict.fromkeys(str(p) for p in places))
+    raise RecurError(f"the dataset the run was trained on is gone (looked in {looked}); rebuild it with "
+                     f"`recur prepare --run RUN --out DIR` and pass --data DIR")
 
 
 class TrainSampler:

@@ -106,7 +106,7 @@ def table(res: dict) -> str:
 
 
 def write(res: dict, out_dir: Path) -> tuple[Path, Path | None]:
-    """profile.json (+ profile.png: accuracy against net calls, margin per point) in out_dir."""
+    """out_dir/profile.json (+ out_dir/plots/profile.png: accuracy against net calls, margin per point)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "profile.json"
     path.write_text(json.dumps(res, indent=1))
@@ -124,4 +124,4 @@ def write(res: dict, out_dir: Path) -> tuple[Path, Path | None]:
     ax[1].plot([p["net_calls"] for p in dead], [p["margin"] for p in dead], "x", color="red", ms=9, label="dead")
     ax[1].axhline(0, color="gray", lw=0.8)
     ax[1].set(title="advantage margin per recursion step", xlabel="net calls", yscale="symlog")
-    return path, save(fig, ax, out_dir / "profile.png")
+    return path, save(fig, ax, out_dir / "plots" / "profile.png")

@@ -31,8 +31,11 @@ class RunLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise RecurError(f"cannot append to {self.path}: {e.strerror}") from None
         if self.tb is not None:
             prefix = record.get("kind", "train")
             for k, v in record.items():
@@ -44,13 +47,34 @@ class RunLog:
         """Drop records past `step` (a resumed run rewrites what the killed one logged after its checkpoint)."""
         if not self.enabled or not self.path.exists():
             return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        keep = [json.dumps(r) for r in read_metrics(self.path.parent) if r.get("step", 0) <= step]
+        try:
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        except OSError as e:
+            raise RecurError(f"cannot rewrite {self.path}: {e.strerror}") from None
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def read_metrics(run_dir: Path, problems: list[str] | None = None) -> list[dict]:
+    """The records of <run>/metrics.jsonl. A last line cut off mid-record (a process killed while writing it) is
+    dropped and described in `problems`; a damaged line before the last is a RecurError naming it."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise RecurError(f"cannot read {path}: {e.strerror}") from None
+    numbered = [(i, ln) for i, ln in enumerate(lines, 1) if ln.strip()]
+    records = []
+    for i, line in numbered:
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a record")
+            records.append(record)
+        except ValueError:
+            if i != numbered[-1][0]:
+                raise RecurError(f"{path} line {i} is not a metrics record (the file is damaged)") from None
+            if problems is not None:
+                problems.append(f"{path} line {i} is cut off mid-record and was ignored")
+    return records

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import platform
+import shutil
 import signal
 import threading
 import time
@@ -19,11 +21,12 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, checkpoint
-from .config import RunConfig, curriculum_stages, from_dict, to_dict
-from .data import Dataset, TrainSampler, prepare
+from .config import RunConfig, curriculum_stages, from_dict, override, to_dict, validate
+from .data import Dataset, TrainSampler, find, prepare
 from .dist import Dist, pick_device, pick_dtype
 from .errors import RecurError
 from .evaluate import evaluate
+from .lock import LOCK_FILE, RunLock
 from .models import build_model
 from .optim import EMA, build_optimizers, set_lr
 from .plots import training_plot
@@ -47,21 +50,32 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def resumed_config(run_dir: Path, new: RunConfig | None) -> RunConfig:
-    """The run's saved config, with the allowed changes from `new` (anything else differing is an error)."""
+def run_record(run_dir: Path) -> dict:
+    """A run directory's config.json; RecurError when it is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RecurError(f"{run_dir} does not exist" if not run_dir.exists() else f"{run_dir} is not a run directory")
     try:
-        saved = json.loads((run_dir / "config.json").read_text())["config"]
-    except (OSError, KeyError, json.JSONDecodeError) as e:
+        record = json.loads((run_dir / "config.json").read_text())
+        record["config"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise RecurError(f"{run_dir} is not a resumable run (config.json missing or corrupt: {e})") from None
-    cfg = from_dict(RunConfig, saved)
-    if new is None:
-        return cfg
-    old_flat, new_flat = _flat(to_dict(cfg)), _flat(to_dict(new))
-    changed = [k for k in new_flat if new_flat[k] != old_flat.get(k)]
-    bad = [k for k in changed if k not in RESUMABLE]
+    return record
+
+
+def resumed_config(run_dir: Path, overrides: list[str] = ()) -> RunConfig:
+    """The run's saved config with `key=value` overrides applied; only the RESUMABLE settings may change."""
+    saved = run_record(run_dir)["config"]
+    data = saved
+    for a in overrides:
+        data = override(data, a)
+    cfg = from_dict(RunConfig, data)
+    validate(cfg)
+    old_flat, new_flat = _flat(to_dict(from_dict(RunConfig, saved))), _flat(to_dict(cfg))
+    bad = [k for k in new_flat if new_flat[k] != old_flat.get(k) and k not in RESUMABLE]
     if bad:
         raise RecurError(f"cannot change {', '.join(bad)} when resuming {run_dir} (only {', '.join(sorted(RESUMABLE))})")
-    return new
+    return cfg
 
 
 class Trainer:
@@ -80,15 +94,66 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.dtype = pick_dtype(t.precision, self.device)
+        # one writer per run: rank 0 holds the run directory's lock until fit() ends
+        self.lock = RunLock(self.run_dir, "resume" if resume else "train") if self.dist.main else None
+        claimed = False
+        try:
+            if self.lock is not None:
+                claimed = not resume and self._claim_new_run_dir()
+                if resume:
+                    self.lock.acquire()
+            self._build(resume)
+        except BaseException:
+            self.close()
+            if claimed:  # nothing of the run was written yet: leave no empty run directory behind
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
-        # data: rank 0 builds it (once, cached on disk), the others wait and then find it there
+    def _claim_new_run_dir(self) -> bool:
+        """Create the run directory and take its lock; an existing run is never written into."""
+        if self.run_dir.exists() and any(p.name != LOCK_FILE for p in self.run_dir.iterdir()):
+            raise RecurError(f"run directory {self.run_dir} already exists; resume it with --resume or pick "
+                             f"another train.run_name")
+        existed = self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RecurError(f"cannot write the run directory {self.run_dir}: {e.strerror}") from None
+        self.lock.acquire()
+        if any(p.name != LOCK_FILE for p in self.run_dir.iterdir()):  # another process started it meanwhile
+            raise RecurError(f"run directory {self.run_dir} already exists; resume it with --resume or pick "
+                             f"another train.run_name")
+        return not existed
+
+    def _dataset(self, resume: bool) -> Path:
+        """The run's dataset: for a resumed run the one it trained on (found wherever it is now, or rebuilt from
+        its settings when gone), else the one cfg.data describes (built once, cached on disk)."""
+        if not resume:
+            return prepare(self.cfg.data)
+        record = run_record(self.run_dir).get("dataset", "")
+        path = find(record, self.run_dir, missing_ok=True)
+        if path is None:
+            path = prepare(self.cfg.data)
+            want = record.get("fingerprint") if isinstance(record, dict) else None
+            if want and Dataset(path).fingerprint != want:
+                raise RecurError(f"the run's dataset is gone, and rebuilding it from its settings into {path} gave "
+                                 f"other data (fingerprint {Dataset(path).fingerprint}, the run's {want}): "
+                                 f"its source files changed?")
+        return path
+
+    def _build(self, resume: bool) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        # data: rank 0 builds or finds it, the others wait and then find it there
         if self.dist.main:
             t0 = time.perf_counter()
-            path = prepare(cfg.data)
+            path = self._dataset(resume)
             self.say(f"dataset {path} ready ({time.perf_counter() - t0:.1f}s)")
         self.dist.barrier()
-        self.data = Dataset(prepare(cfg.data))
+        self.data = Dataset(self._dataset(resume))
         self.train_split, self.test_split = self.data.splits["train"], self.data.splits["test"]
+        if t.batch_size > len(self.train_split):
+            raise RecurError(f"train.batch_size={t.batch_size} is larger than the {len(self.train_split)} training "
+                             f"examples of {self.data.path}; lower it or use more data")
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.data.info, self.dtype).to(self.device)
@@ -109,12 +174,20 @@ class Trainer:
         self.step_model = torch.compile(self.model) if compile_on else self.model
 
         if resume:
-            self._load(checkpoint.list_checkpoints(self.run_dir))
+            self._load()
+            if self.step >= t.steps:
+                raise RecurError(f"{self.run_dir} is finished: its newest checkpoint is at step {self.step} and "
+                                 f"train.steps={t.steps}; pass train.steps=N with N > {self.step} to train further")
         elif self.dist.main:
             self._start_run_dir()
         self.log = RunLog(self.run_dir, t.tensorboard, enabled=self.dist.main)
         if resume:
             self.log.truncate_after(self.step)
+
+    def close(self) -> None:
+        """Release the run directory (fit() does this when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
 
     # ------------------------------------------------------------------ helpers
 
@@ -123,15 +196,12 @@ class Trainer:
             self._say(msg)
 
     def _start_run_dir(self) -> None:
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise RecurError(f"run directory {self.run_dir} already exists; resume it with --resume or pick "
-                             f"another train.run_name")
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps({
                 "preset": self.preset, "recur": __version__, "torch": torch.__version__,
                 "python": platform.python_version(), "world_size": self.dist.world,
-                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "dataset": str(self.data.path), "config": to_dict(self.cfg)}, indent=1))
+                "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "dataset": self.data.record(self.run_dir), "config": to_dict(self.cfg)}, indent=1))
         except OSError as e:
             raise RecurError(f"cannot write the run directory {self.run_dir}: {e.strerror}") from None
 
@@ -148,11 +218,15 @@ class Trainer:
 
     def model_meta(self) -> dict:
         return {"config": to_dict(self.cfg), "info": self.data.info, "task": self.data.meta["task"],
-                "step": self.step, "preset": self.preset, "dataset": str(self.data.path)}
+                "step": self.step, "preset": self.preset, "dataset": self.data.record(self.run_dir)}
 
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path | None:
+        if not bool(torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()):
+            kept = checkpoint.list_checkpoints(self.run_dir)
+            raise RecurError(f"training diverged: weights hold NaN or infinity at step {self.step}, so no checkpoint "
+                             f"was written (the newest is {kept[-1].name if kept else 'none'}); lower optim.lr")
         opt_tensors, opt_rest = checkpoint.optimizer_state(self.opts)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(opt_tensors)
@@ -170,17 +244,24 @@ class Trainer:
                                self.cfg.train.keep_ckpts)
         return path
 
-    def _load(self, ckpts: list[Path]) -> None:
-        if not ckpts:
+    def _load(self) -> None:
+        notes: list[str] = []
+        ckpt = checkpoint.newest(self.run_dir, notes, train=True)
+        for note in notes:
+            self.say(f"note: {note}")
+        if ckpt is None:
             raise RecurError(f"{self.run_dir} has no checkpoint to resume from")
-        tensors, state = checkpoint.read_train_state(ckpts[-1])
+        tensors, state = checkpoint.read_train_state(ckpt)
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+        if bad is not None:
+            raise RecurError(f"checkpoint {ckpt} holds NaN or infinite values in {bad}; resume from an earlier one")
         try:
             self.model.load_state_dict(weights)
         except RuntimeError as e:
-            raise RecurError(f"checkpoint {ckpts[-1]} does not fit this model: {str(e).splitlines()[0]}") from None
+            raise RecurError(f"checkpoint {ckpt} does not fit this model: {str(e).splitlines()[0]}") from None
         if self.ema:
-            ema_weights, _ = checkpoint.read_model(ckpts[-1])
+            ema_weights, _ = checkpoint.read_model(ckpt)
             for k in self.ema.shadow:
                 self.ema.shadow[k].copy_(ema_weights[k])
         checkpoint.load_optimizer_state(self.opts, tensors, state["optimizers"])
@@ -198,7 +279,7 @@ class Trainer:
                 self.totals.copy_(tensors["metrics.totals"])
         self.step = int(state["step"])
         self.train_s_before = self.train_s = float(state["train_s"])
-        self.say(f"resumed {self.run_dir} at step {self.step}")
+        self.say(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})")
 
     # ------------------------------------------------------------------ loop
 
@@ -291,11 +372,15 @@ class Trainer:
         t_start = time.perf_counter()
         try:
             last_eval, last_ckpt = self._loop(bar, stop, t_start)
+            return self._summary(t_start, last_eval, last_ckpt)
         finally:
             bar.close()
             self._say = say
             if stop is not None:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.close()
+
+    def _summary(self, t_start: float, last_eval: dict | None, last_ckpt: Path | None) -> dict:
         count, calls, flops = self.dist.all_reduce(self.totals.clone()).tolist()
         summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
                    "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
@@ -304,8 +389,12 @@ class Trainer:
                    "eval": last_eval,
                    "checkpoint": str(last_ckpt) if last_ckpt else None}
         if self.dist.main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-            summary["plot"] = str(training_plot(self.run_dir) or "")
+            try:
+                (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+                summary["plot"] = str(training_plot(self.run_dir) or "")
+            except OSError as e:
+                raise RecurError(f"cannot write the run summary into {self.run_dir}: {e.strerror} (the checkpoint "
+                                 f"{last_ckpt} is complete)") from None
         return summary
 
     def _loop(self, bar, stop: list | None, t_start: float) -> tuple[dict | None, Path | None]:
@@ -331,6 +420,11 @@ class Trainer:
             if self.step % t.log_every == 0 or last:
                 now = time.perf_counter()
                 rec = self._log_window(lr, now - t_log, self.step - s_log, now - t_start)
+                if not math.isfinite(rec["loss"]):
+                    kept = checkpoint.list_checkpoints(self.run_dir)
+                    raise RecurError(f"training diverged: the loss is {rec['loss']} by step {self.step}; the newest "
+                                     f"checkpoint ({kept[-1].name if kept else 'none'}) is kept; lower optim.lr or "
+                                     f"raise optim.warmup")
                 self.log.write(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}",
                                 exact=f"{rec['exact_accuracy']:.3f}", lr=f"{lr:.1e}", refresh=False)

@@ -94,7 +94,7 @@ def test_profile_prints_a_table_and_a_verdict_and_writes_its_files(trained, caps
     assert "| step | cycle | net calls |" in out and "net calls per example" in out
     res = json.loads((tmp_path / "prof" / "profile.json").read_text())
     assert res["examples"] == 16 and len(res["points"]) == 1 + 4 * 2  # the initial state + N_sup * T answer updates
-    assert (tmp_path / "prof" / "profile.png").is_file() == have_matplotlib()  # plots need the [plot] extra
+    assert (tmp_path / "prof" / "plots" / "profile.png").is_file() == have_matplotlib()  # plots need the [plot] extra
     assert main(["eval", str(trained / "run"), "--guidance", "1.5", "--threshold", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["net_calls"] == 4 * 6
     assert main(["eval", str(trained / "run"), "--samples", "3", "--noise", "0.5", "--json"]) == 0

@@ -462,13 +462,13 @@ def test_task_parse_read_render_verify(tmp_path):
 
     grid = tmp_path / "maze.txt"
     grid.write_text(text + "\n")
-    assert [np.array_equal(task.parse(t, info), x) for t in task.read_puzzles(grid, info)] == [True]
+    assert [np.array_equal(task.parse(t, info), x) for _, t in task.read_puzzles(grid, info)] == [True]
     lines = tmp_path / "mazes.txt"
     flat = text.replace("\n", "")
     lines.write_text(f"{flat}\n\n{flat}\n")
-    assert task.read_puzzles(lines, info) == [flat, flat]
+    assert [t for _, t in task.read_puzzles(lines, info)] == [flat, flat]
     listed = tmp_path / "mazes.csv"
     listed.write_text(csv_text(splits["test"]["inputs"], splits["test"]["labels"]))
-    assert task.read_puzzles(listed, info) == [flat]
+    assert [t for _, t in task.read_puzzles(listed, info)] == [flat]
     with pytest.raises(RecurError, match="missing.txt"):
         task.read_puzzles(tmp_path / "missing.txt", info)

@@ -214,8 +214,9 @@ def test_read_puzzles_takes_one_line_and_rendered_boards(tmp_path):
     one_line = nq.render(one, 8).replace("\n", " ")
     path.write_text(f"# two boards\n{one_line}\n\n{nq.render(two, 8)}\n")
     task = nq.NQueens()
-    texts = task.read_puzzles(path, INFO8)
-    assert len(texts) == 2
+    found = task.read_puzzles(path, INFO8)
+    assert [line for line, _ in found] == [2, 4]  # where each board starts
+    texts = [text for _, text in found]
     assert np.array_equal(task.parse(texts[0], INFO8), one)
     assert np.array_equal(task.parse(texts[1], INFO8), two)
     path.write_text(nq.render(one, 8) + "\n. . .\n")

@@ -86,7 +86,7 @@ def test_parse_errors_are_one_line(text, match):
 def test_read_puzzles_reads_one_sequence_per_line(tmp_path):
     path = tmp_path / "seqs.txt"
     path.write_text("# sequences\n3 1 2\n\n5,4\n")
-    assert TASK.read_puzzles(path, INFO) == ["3 1 2", "5,4"]
+    assert [t for _, t in TASK.read_puzzles(path, INFO)] == ["3 1 2", "5,4"]
 
 
 def test_verify_checks_value_positions_only():

@@ -343,9 +343,9 @@ def test_task_parse_read_render_verify(tmp_path):
 
     plain = tmp_path / "mine.txt"
     plain.write_text(f"# my puzzles\n\n{EASY}\n  {HARD}  \n")
-    assert task.read_puzzles(plain, info) == [EASY, HARD]
+    assert [t for _, t in task.read_puzzles(plain, info)] == [EASY, HARD]
     listed = tmp_path / "mine.csv"
     listed.write_text(f"{sd.CSV_HEADER}\na,{EASY},{EASY_SOLUTION},0\n")
-    assert task.read_puzzles(listed, info) == [EASY]
+    assert [t for _, t in task.read_puzzles(listed, info)] == [EASY]
     with pytest.raises(RecurError, match="missing.txt"):
         task.read_puzzles(tmp_path / "missing.txt", info)

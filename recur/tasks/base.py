@@ -37,8 +37,9 @@ class Task:
         """One puzzle as text -> input tokens [seq_len]; RecurError naming the problem if malformed."""
         raise NotImplementedError
 
-    def read_puzzles(self, path: Path, info: dict) -> list[str]:
-        """The puzzle texts in a file (one per line, or the task's CSV layout)."""
+    def read_puzzles(self, path: Path, info: dict) -> list[tuple[int, str]]:
+        """The puzzles in a file (one per line, or the task's CSV layout) as (line number where each starts,
+        text), so that an error in one can name its line."""
         raise NotImplementedError
 
     def render(self, tokens: np.ndarray, info: dict) -> str:

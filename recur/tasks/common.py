@@ -67,13 +67,14 @@ def dihedral_inverse(grid: np.ndarray, k: int) -> np.ndarray:
 
 
 def read_lines(path: Path) -> list[str]:
-    """A UTF-8 text file's lines (a byte-order mark dropped); RecurError if it cannot be read."""
+    """A UTF-8 text file's lines (a byte-order mark dropped; LF, CRLF or CR endings); RecurError if it cannot be
+    read."""
     try:
         return Path(path).read_text(encoding="utf-8-sig").splitlines()
     except OSError as e:
         raise RecurError(f"{path}: cannot read the puzzle file ({e.strerror})") from None
-    except UnicodeDecodeError:
-        raise RecurError(f"{path}: the puzzle file is not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        raise RecurError(f"{path}: the puzzle file is not UTF-8 text (byte {e.start})") from None
 
 
 CSV_HEADER = "source,q,a,rating"  # the HRM/TRM dataset builders' CSV layout
@@ -86,9 +87,9 @@ def check_csv_pair(task: str, train_csv: str, test_csv: str) -> None:
         raise RecurError(f"data.{task}.{given} is set alone; set both train_csv and test_csv, or neither")
 
 
-def csv_q_column(path: Path, numbered: list[tuple[int, str]]) -> list[str] | None:
-    """The q column when the non-blank (line number, line) pairs of a puzzle file are a `source,q,a,...`
-    CSV (None when they are not)."""
+def csv_q_column(path: Path, numbered: list[tuple[int, str]]) -> list[tuple[int, str]] | None:
+    """(line number, q column) of each row when the non-blank (line number, line) pairs of a puzzle file are a
+    `source,q,a,...` CSV (None when they are not)."""
     if not (numbered and numbered[0][1].startswith("source,q,a")):
         return None
     out = []
@@ -96,7 +97,7 @@ def csv_q_column(path: Path, numbered: list[tuple[int, str]]) -> list[str] | Non
         fields = line.split(",")
         if len(fields) < 3:
             raise RecurError(f"{path} line {number}: {len(fields)} columns, expected {CSV_HEADER}")
-        out.append(fields[1])
+        out.append((number, fields[1]))
     return out
 
 

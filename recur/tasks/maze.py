@@ -571,7 +571,7 @@ class Maze(Task):
     def parse(self, text: str, info: dict) -> np.ndarray:
         return parse_maze(text, info["size"])
 
-    def read_puzzles(self, path: Path, info: dict) -> list[str]:
+    def read_puzzles(self, path: Path, info: dict) -> list[tuple[int, str]]:
         """The q column of a `source,q,a,rating` CSV; else lines of size * size characters, one maze
         each; else the whole file is one maze drawn one row per line."""
         lines = read_lines(path)
@@ -581,8 +581,8 @@ class Maze(Task):
             return mazes
         cells = info["size"] ** 2
         if numbered and all(len(ln) == cells for _, ln in numbered):
-            return [ln for _, ln in numbered]
-        return [text] if numbered else []
+            return numbered
+        return [(numbered[0][0], text)] if numbered else []
 
     def render(self, tokens: np.ndarray, info: dict) -> str:
         return render(tokens, info["size"])

@@ -252,12 +252,12 @@ class NQueens(Task):
     def parse(self, text: str, info: dict) -> np.ndarray:
         return parse_board(text, info["size"])
 
-    def read_puzzles(self, path: Path, info: dict) -> list[str]:
+    def read_puzzles(self, path: Path, info: dict) -> list[tuple[int, str]]:
         """Non-blank, non-# lines in order; a board ends at its size*size-th cell, so it may sit on
         one line or span several (as `render` prints it)."""
         cells = info["size"] ** 2
         lines = read_lines(path)
-        boards: list[str] = []
+        boards: list[tuple[int, str]] = []
         part: list[str] = []
         have = start = 0
         for number, line in enumerate(map(str.strip, lines), 1):
@@ -270,7 +270,7 @@ class NQueens(Task):
                 raise RecurError(f"{path} line {number}: the board starting on line {start} has more than "
                                  f"{cells} cells")
             if have == cells:
-                boards.append("\n".join(part))
+                boards.append((start, "\n".join(part)))
                 part, have = [], 0
         if part:
             raise RecurError(f"{path}: the board starting on line {start} ends after {have} of {cells} cells")

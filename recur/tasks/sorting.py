@@ -169,10 +169,10 @@ class Sorting(Task):
     def parse(self, text: str, info: dict) -> np.ndarray:
         return parse_sequence(text, info)
 
-    def read_puzzles(self, path: Path, info: dict) -> list[str]:
+    def read_puzzles(self, path: Path, info: dict) -> list[tuple[int, str]]:
         """One sequence per line; blank lines and lines starting with # are skipped."""
         lines = read_lines(path)
-        return [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]
+        return [(n, s) for n, s in enumerate((line.strip() for line in lines), 1) if s and not s.startswith("#")]
 
     def render(self, tokens: np.ndarray, info: dict) -> str:
         return render(tokens)

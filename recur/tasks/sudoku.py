@@ -552,13 +552,13 @@ class Sudoku(Task):
     def parse(self, text: str, info: dict) -> np.ndarray:
         return to_tokens(parse_puzzle(text, info["size"]))
 
-    def read_puzzles(self, path: Path, info: dict) -> list[str]:
+    def read_puzzles(self, path: Path, info: dict) -> list[tuple[int, str]]:
         """Non-blank, non-# lines of a file, or the q column of a `source,q,a,rating` CSV."""
         lines = read_lines(path)
         numbered = [(n, ln.strip()) for n, ln in enumerate(lines, 1) if ln.strip()]
         if (puzzles := csv_q_column(path, numbered)) is not None:
             return puzzles
-        return [line for _, line in numbered if not line.startswith("#")]
+        return [(n, line) for n, line in numbered if not line.startswith("#")]
 
     def render(self, tokens: np.ndarray, info: dict) -> str:
         return render(from_tokens(tokens), info["size"])
