@@ -3,6 +3,7 @@
     import recur
     model = recur.load("runs/quickstart-...")          # a run directory or checkpoint
     pred = model.predict(inputs, halt="adaptive")       # tokens, logits, steps, per-step answers
+    recur.Trainer(recur.load_config("quickstart", ["train.steps=100"]), "runs/mine").fit()
 """
 
 __version__ = "0.1.0"
@@ -15,3 +16,16 @@ def load(path, device: str = "auto", precision: str | None = None, compile: bool
     from .api import Recur
 
     return Recur.load(path, device, precision, compile)
+
+
+def __getattr__(name: str):
+    # imported on first use, so that `import recur` stays light (the trainer pulls in torch and the tasks)
+    if name == "Trainer":
+        from .train import Trainer
+
+        return Trainer
+    if name == "load_config":
+        from .config import load_config
+
+        return load_config
+    raise AttributeError(f"module 'recur' has no attribute {name!r}")

@@ -187,7 +187,7 @@ def cmd_solve(a) -> None:
         model = _load(_latest_run(Path("runs")), a)
         chosen = f"the newest run under ./runs ({model.run_dir}; pass --model to choose another)"
     src = Path(a.puzzle)
-    if src.is_file():
+    if len(a.puzzle) < 4096 and src.is_file():  # longer is no path any system takes, but may be a big puzzle
         found = [(f"{src} line {line}", text) for line, text in model.task.read_puzzles(src, model.info)]
     elif os.sep in a.puzzle or "/" in a.puzzle or src.suffix in (".txt", ".csv"):
         raise RecurError(f"puzzle file {a.puzzle} does not exist")
@@ -362,11 +362,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    args, extra = p.parse_known_args(argv)
-    # key=value settings may follow options (`recur train micro --resume R train.steps=60`): argparse leaves them over
-    settings = [x for x in extra if "=" in x and not x.startswith("-")]
-    if extra != settings or (settings and not hasattr(args, "overrides")):
-        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = p.parse_known_args(argv)
+        # key=value settings may follow options (`recur train micro --resume R train.steps=60`): argparse leaves them
+        settings = [x for x in extra if "=" in x and not x.startswith("-")]
+        if extra != settings or (settings and not hasattr(args, "overrides")):
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help, or Parser.error's one line
+        return int(e.code or 0)
     if settings:
         args.overrides = list(args.overrides) + settings
     if getattr(args, "preset", None) and "=" in args.preset:  # `recur train a.b=c`: no preset given
@@ -381,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as e:  # the machine said no (disk full, read-only, ...) somewhere not wrapped above
-        where = f"{e.filename}: " if e.filename else ""
+        where = f"{str(e.filename)[:200]}: " if e.filename else ""
         print(f"recur: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
