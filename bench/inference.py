@@ -4,10 +4,10 @@ continuous batching, on the same checkpoint and the same puzzles.
   all-steps   batches of B puzzles, every puzzle runs all N_sup supervision steps (the reference)
   adaptive, per batch
               batches of B puzzles; a puzzle stops when its halting head fires, the batch runs
-              until its last puzzle stops (recur.inference.infer with halt="adaptive")
+              until its last puzzle stops (recur.inference.infer per batch, halt="adaptive")
   adaptive, continuous batching
               a puzzle leaves when its halting head fires (or at N_sup) and the next one
-              takes its slot (recur.inference.infer_stream)
+              takes its slot (recur.inference.infer over all puzzles, batch_size=B)
 
 The held-out puzzles are repeated to `--puzzles` so the batch stays full for most of the run.
 Prints puzzles/s, exact accuracy, mean supervision steps and net calls per puzzle for each, and for
@@ -28,7 +28,8 @@ import torch
 import recur
 from recur.config import PRECISIONS
 from recur.data import Dataset
-from recur.inference import infer, infer_stream
+from recur.data import find
+from recur.inference import infer
 from recur.losses import IGNORE
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     p.add_argument("--out", help="also write the results as JSON here")
     a = p.parse_args()
     model = recur.load(a.path, a.device, a.precision)
-    split = Dataset(model.meta["dataset"]).splits["test"]
+    split = Dataset(find(model.meta["dataset"], model.run_dir)).splits["test"]
     reps = -(-a.puzzles // len(split))
     b = split.batch(np.tile(np.arange(len(split)), reps)[:a.puzzles])
     dev = model.device
@@ -63,8 +64,7 @@ def main() -> None:
                               rec.feedback, threshold=threshold) for i in range(0, len(x), a.batch)]
 
     def adaptive(threshold):
-        return lambda: [infer_stream(net, x, ids, rec.n_sup, a.batch, "adaptive", rec.act, rec.feedback, 1.0,
-                                     threshold)]
+        return lambda: [infer(net, x, ids, rec.n_sup, "adaptive", rec.act, rec.feedback, 1.0, threshold, a.batch)]
 
     rows = []
     paths = [("all-steps", all_steps)]

@@ -39,7 +39,7 @@ from recur.models import build_model
 from recur.optim import EMA, build_optimizers, set_lr
 from recur.inference import infer
 from recur.losses import step_loss, token_ce
-from recur.recursion import DeepSupervision
+from recur.supervision import Carry, DeepSupervision
 
 WORKLOADS = {  # name: (overrides, vocab, seq_len, batch)
     "sudoku_mlp": (["model.mixer=mlp_t", "model.pos=none"], 11, 81, 768),
@@ -61,7 +61,7 @@ def bench(name: str, args) -> dict:
     model = build_model(cfg.model, {"vocab_size": vocab, "seq_len": seq_len, "num_puzzle_ids": 1}, dtype).to(device)
     opts = build_optimizers(model, cfg.optim)
     ema = EMA(model, cfg.optim.ema_rate)
-    engine = DeepSupervision(cfg.recursion, B, 0, seed=0)
+    engine = DeepSupervision(cfg)
     compiled = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     step_model = torch.compile(model, mode=args.compile_mode) if compiled else model
     graphs = compiled and args.compile_mode == "reduce-overhead"  # CUDA graphs: one replay per step
@@ -69,14 +69,14 @@ def bench(name: str, args) -> dict:
     batches = [{"inputs": torch.randint(1, vocab, (B, seq_len), generator=g, dtype=torch.int32).to(device),
                 "labels": torch.randint(2, vocab, (B, seq_len), generator=g, dtype=torch.int32).to(device),
                 "puzzle_ids": torch.zeros(B, dtype=torch.int32, device=device)} for _ in range(4)]
-    carry = engine.empty_carry(model, batches[0])
+    carry = Carry.empty(model, batches[0]["inputs"], batches[0]["labels"])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def train_step(i, to_host: bool):
         nonlocal carry
         if graphs:  # the previous step's outputs (the carry) are inputs now, not held across replays
             torch.compiler.cudagraph_mark_step_begin()
-        carry, loss, m = engine.step(step_model, carry, batches[i % 4])
+        carry, loss, m = engine.advance(step_model, carry, batches[i % 4])
         (loss.total / B).backward()
         set_lr(opts, cfg.optim, i + 1, 10**6)
         for opt in opts:

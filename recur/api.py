@@ -18,7 +18,7 @@ from .config import PRECISIONS, RunConfig, from_dict
 from .dist import pick_device, pick_dtype
 from .errors import RecurError
 from .models import build_model
-from .inference import infer, infer_stream
+from .inference import infer
 from .tasks import REGISTRY
 
 
@@ -135,9 +135,9 @@ class Recur:
         if stream is None:
             stream = halt == "adaptive" and self.device.type == "cuda"
         if stream:
-            parts = [infer_stream(self.module, x.to(self.device), ids.to(self.device), n, batch_size, halt, rec.act,
-                                  rec.feedback, guidance, threshold)]
-        else:
+            parts = [infer(self.module, x.to(self.device), ids.to(self.device), n, halt, rec.act, rec.feedback, guidance,
+                           threshold, batch_size)]
+        else:  # batch after batch, each until its last puzzle stops
             parts = [infer(self.module, x[lo:lo + batch_size].to(self.device), ids[lo:lo + batch_size].to(self.device),
                            n, halt, rec.act, rec.feedback, guidance, threshold) for lo in range(0, len(x), batch_size)]
         cat = lambda name, dim=0: torch.cat([getattr(r, name).cpu() for r in parts], dim)  # noqa: E731

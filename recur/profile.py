@@ -25,7 +25,7 @@ import torch
 
 from .data import Split, eval_batches
 from .errors import RecurError
-from .inference import fed_back, initial_logits
+from .inference import infer, initial_logits
 from .losses import IGNORE
 from .plots import have_matplotlib, save, subplots
 
@@ -39,31 +39,32 @@ def profile(model, split: Split, n_sup: int, batch_size: int, device: torch.devi
     was_training = model.training
     model.eval()
     sums: dict[tuple[int, int], np.ndarray] = {}  # (step, cycle) -> [tok right, open cells, exact, rows, margin, margin<=0]
-    per_point = None
+    per_point = 0.0
     for b in eval_batches(split, batch_size, 0, 1, limit):
         inputs = torch.from_numpy(b["inputs"]).to(device)
         labels = torch.from_numpy(b["labels"]).to(device)
         ids = torch.from_numpy(b["puzzle_ids"]).to(device)
-        B = inputs.shape[0]
         open_ = (labels != IGNORE) & (labels != inputs)  # [B, L]
         n_open = open_.sum(-1)
-        state, seen = model.init_state(B), inputs
-        prev = initial_logits(model, B).float()
-        points = [(0, 0, prev)]
-        for s in range(1, n_sup + 1):
-            trace: list = []
-            state, out = model(state, seen, ids, torch.full((B,), s, dtype=torch.int32, device=device), trace=trace)
-            per_point = model.net_calls / len(trace)
-            points += [(s, t + 1, o.logits.float()) for t, o in enumerate(trace)]
-            if feedback == "prediction":
-                seen = fed_back(inputs, out.logits.argmax(-1))
-        for (s, t, logits), (_, _, before) in zip(points, [points[0]] + points[:-1]):
+        before = [initial_logits(model, len(inputs)).float()]
+
+        def add(s: int, t: int, logits: torch.Tensor) -> None:
             right = (logits.argmax(-1) == labels) & open_
-            delta = logits - before  # [B, L, V]
+            delta = logits - before[0]  # [B, L, V]
             margin = delta.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1) - (logits.softmax(-1) * delta).sum(-1)
-            row = np.array([right.sum().item(), n_open.sum().item(), (right.sum(-1) == n_open).sum().item(), B,
+            row = np.array([right.sum().item(), n_open.sum().item(), (right.sum(-1) == n_open).sum().item(), len(labels),
                             (margin * open_).sum().item(), ((margin <= 0) & open_).sum().item()], dtype=np.float64)
             sums[(s, t)] = sums.get((s, t), 0) + row
+            before[0] = logits
+
+        def record(puzzles, steps, points) -> None:  # every row is at the same step: no halting, no refill
+            nonlocal per_point
+            per_point = model.net_calls / len(points)
+            for t, out in enumerate(points):
+                add(int(steps[0]), t + 1, out.logits.float())
+
+        add(0, 0, before[0])
+        infer(model, inputs, ids, n_sup, "none", feedback=feedback, trace=record)
     if was_training:
         model.train()
     if not sums:

@@ -1,7 +1,9 @@
 """The Trainer: data, model, engine and optimizers wired together, with log/eval/checkpoint cadence.
 
-Nothing here is model- or task-specific: the engine (recur.recursion) runs supervision steps,
-tasks build data, models are looked up in the registry.
+Nothing here is model- or task-specific: an engine (recur.engine) runs each training step of its
+model family and names its metrics, tasks build data, models are looked up in the registry. The
+trainer owns the data order, optimizers, learning rate, EMA, gradient sync, checkpoints and exact
+resume, the run directory and its lock, logging, progress and the evaluation cadence.
 """
 
 from __future__ import annotations
@@ -21,21 +23,17 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, checkpoint
-from .config import RunConfig, curriculum_stages, from_dict, override, to_dict, validate
+from .config import RunConfig, from_dict, override, to_dict, validate
 from .data import Dataset, TrainSampler, find, prepare
 from .dist import Dist, pick_device, pick_dtype
+from .engine import build_engine
 from .errors import RecurError
-from .evaluate import evaluate
 from .lock import LOCK_FILE, RunLock
 from .models import build_model
 from .optim import EMA, build_optimizers, set_lr
 from .plots import training_plot
-from .recursion import Carry, DeepSupervision
 from .runlog import RunLog, require_tensorboard
-
-# the per-log-window sums the trainer keeps (rows counted are those that halted in the window)
-WINDOW = ("count", "accuracy", "exact_accuracy", "halt_accuracy", "steps", "calls", "flops", "lm_loss", "halt_loss",
-          "continue_loss", "loss", "steps_in_window")
+from .supervision import legacy_window
 
 # settings that may change when a run is resumed (they do not change its math)
 RESUMABLE = {"train.steps", "train.time_limit", "train.log_every", "train.eval_every", "train.ckpt_every", "train.keep_ckpts",
@@ -160,15 +158,15 @@ class Trainer:
         self.dist.broadcast_params(self.model)
         self.opts = build_optimizers(self.model, cfg.optim)
         self.ema = EMA(self.model, cfg.optim.ema_rate) if cfg.optim.ema else None
-        self.engine = DeepSupervision(cfg.recursion, t.batch_size, self.dist.rank, cfg.seed)
-        self.stages = curriculum_stages(cfg.recursion.curriculum)
+        self.engine = build_engine(cfg, self.data.info, self.data.task, self.dist, self.device, self.dtype)
         self.sampler = TrainSampler(self.train_split, t.batch_size, cfg.seed, self.dist.rank, self.dist.world)
-        self.step, self.carry = 0, None
+        self.step = 0
         self.train_s_before = self.train_s = 0.0  # seconds spent in training steps (eval/checkpoints excluded)
-        # per-log-window metric sums; saved in checkpoints so a resumed run logs the same records
-        self.sums = torch.zeros(len(WINDOW), dtype=torch.float64, device=self.device)
-        # over the whole run: examples finished, their net calls and FLOPs (summed over ranks when reported)
-        self.totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        # the engine's named sums over the current log window, and over the whole run (this rank's part; summed
+        # over ranks when reported); saved in checkpoints, so a resumed run logs the same records
+        self.window: dict[str, torch.Tensor] = {}
+        self.window_steps = 0  # optimizer steps the window holds (a resumed one may have begun before the resume)
+        self.totals: dict[str, torch.Tensor] = {}
         self.eval_model = copy.deepcopy(self.model) if self.ema else self.model
         compile_on = t.compile == "on" or (t.compile == "auto" and self.device.type == "cuda")
         self.step_model = torch.compile(self.model) if compile_on else self.model
@@ -230,15 +228,14 @@ class Trainer:
         opt_tensors, opt_rest = checkpoint.optimizer_state(self.opts)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(opt_tensors)
-        # the carry is gathered in rank order, so a resume may use any number of processes
-        tensors.update({k: self.dist.gather_rows(v) for k, v in self.carry.to_dict().items()})
-        tensors["metrics.window"] = self.dist.all_reduce(self.sums.clone())
-        tensors["metrics.totals"] = self.dist.all_reduce(self.totals.clone())
-        tensors["rng.explore"] = self.engine.gen.get_state()
+        tensors.update(self.engine.state_dict())
+        tensors.update({f"metrics.window.{k}": v for k, v in self._reduce(self.window).items()})
+        tensors.update({f"metrics.totals.{k}": v for k, v in self._reduce(self.totals).items()})
         tensors["rng.torch"] = torch.get_rng_state()
         if not self.dist.main:
             return None
         state = {"step": self.step, "train_s": self.train_s, "sampler": self.sampler.state_dict(),
+                 "window_steps": self.window_steps,
                  "optimizers": opt_rest, "world_size": self.dist.world}
         path = checkpoint.save(self.run_dir, self.step, self.eval_weights(), self.model_meta(), tensors, state,
                                self.cfg.train.keep_ckpts)
@@ -266,63 +263,42 @@ class Trainer:
                 self.ema.shadow[k].copy_(ema_weights[k])
         checkpoint.load_optimizer_state(self.opts, tensors, state["optimizers"])
         self.sampler.load_state_dict(state["sampler"])
-        self.engine.gen.set_state(tensors["rng.explore"])
+        self.engine.load_state_dict(tensors)
         torch.set_rng_state(tensors["rng.torch"])
-        full = Carry.from_dict({k: v for k, v in tensors.items() if k.startswith("carry.")})
-        B = self.cfg.train.batch_size // self.dist.world
-        rows = slice(self.dist.rank * B, (self.dist.rank + 1) * B)
-        self.carry = Carry(state=tuple(s[rows].to(self.device, self.dtype) for s in full.state),
-                           **{k: getattr(full, k)[rows].to(self.device) for k in Carry.TENSORS})
-        if self.dist.main:  # the window's sums of all ranks, counted once
-            self.sums.copy_(tensors["metrics.window"])
-            if "metrics.totals" in tensors:
-                self.totals.copy_(tensors["metrics.totals"])
+        self.window_steps = int(state.get("window_steps", 0))
+        if "metrics.window" in tensors:  # written before metrics had names
+            self.window_steps = int(tensors["metrics.window"][-1].item() / state.get("world_size", 1))
+            tensors.update({f"metrics.window.{k}": v for k, v in legacy_window(tensors.pop("metrics.window")).items()})
+            tensors.update({f"metrics.totals.{k}": v for k, v in zip(("examples", "calls", "flops"),
+                                                                     tensors.pop("metrics.totals"))})
+        for name, store in (("window", self.window), ("totals", self.totals)):
+            prefix = f"metrics.{name}."
+            for k, v in tensors.items():
+                if k.startswith(prefix):  # the sums of all ranks, counted once (on rank 0)
+                    store[k[len(prefix):]] = (v if self.dist.main else torch.zeros_like(v)).to(self.device)
         self.step = int(state["step"])
         self.train_s_before = self.train_s = float(state["train_s"])
         self.say(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})")
 
     # ------------------------------------------------------------------ loop
 
-    def evaluate(self, halt: str | None = None, limit: int | None = None) -> dict:
-        c = self.cfg
+    def evaluate(self, limit: int | None = None) -> dict:
+        """The engine's evaluation of the weights to evaluate (the EMA when it is on) on the test split."""
         if self.ema:
             self.eval_model.load_state_dict(self.eval_weights())
-        if self.stages:  # evaluation always runs the full depth
-            self.eval_model.T, self.eval_model.n = c.model.T, c.model.n
-        try:
-            return self._evaluate(halt, limit)
-        finally:
-            if self.stages:
-                self._set_depth(c.train.steps)
+        return self.engine.evaluate(self.eval_model, self.test_split, limit)
 
-    def _evaluate(self, halt: str | None, limit: int | None) -> dict:
-        c = self.cfg
-        return evaluate(self.eval_model, self.test_split, c.recursion.n_sup, c.eval.batch_size or c.train.batch_size,
-                        self.device, halt or c.eval.halt, c.recursion.act, self.dist,
-                        c.eval.max_examples if limit is None else limit, self.data.task, self.data.info,
-                        c.recursion.feedback, c.eval.guidance, c.eval.halt_threshold)
+    def _reduce(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named sums over every rank (one all-reduce, in name order)."""
+        names = sorted(sums)
+        if not names:
+            return {}
+        return dict(zip(names, self.dist.all_reduce(torch.stack([sums[k] for k in names])).unbind()))
 
-    def _set_depth(self, total: int) -> None:
-        """Depth curriculum (recursion.curriculum): the (T, n) of the stage this step falls in."""
-        T, n = self.cfg.model.T, self.cfg.model.n
-        for frac, t_stage, n_stage in self.stages:
-            if self.step < frac * total:
-                T, n = t_stage, n_stage
-                break
-        self.model.T, self.model.n = T, n
-
-    def _train_step(self, total: int) -> tuple[dict, float]:
-        """One optimizer step: (refill,) supervision step, backward, gradient sync, optimizers, EMA."""
-        B = self.cfg.train.batch_size
-        batch = None
-        if self.carry is None or self.engine.needs_batch(self.carry):
-            batch = self._to_device(self.sampler.next())
-        if self.carry is None:
-            self.carry = self.engine.empty_carry(self.model, batch)
-        if self.stages:
-            self._set_depth(total)
-        self.carry, loss, m = self.engine.step(self.step_model, self.carry, batch)
-        (loss.total / B).backward()
+    def _train_step(self, total: int) -> float:
+        """One optimizer step: the engine's forward and loss, backward, gradient sync, optimizers, EMA."""
+        res = self.engine.step(self.step_model, lambda: self._to_device(self.sampler.next()), self.step, total)
+        res.loss.backward()
         self.dist.sync_grads(self.model)
         lr = set_lr(self.opts, self.cfg.optim, self.step + 1, total)
         for opt in self.opts:
@@ -331,19 +307,21 @@ class Trainer:
         if self.ema:
             self.ema.update(self.model)
         self.step += 1
-        return m, lr
+        self.window_steps += 1
+        with torch.no_grad():
+            for store, sums in ((self.window, res.sums), (self.totals, res.totals)):
+                for k, v in sums.items():
+                    store[k] = store[k] + v.double() if k in store else v.detach().double()
+        return lr
 
     def _log_window(self, lr: float, seconds: float, steps: int, elapsed: float) -> dict:
-        """Reduce the window's sums over ranks into one metrics.jsonl record, then clear them."""
-        v = dict(zip(WINDOW, self.dist.all_reduce(self.sums).tolist()))
-        n, k = max(v["count"], 1.0), v["steps_in_window"] / self.dist.world
-        self.sums.zero_()
-        return {"kind": "train", "step": self.step, "lr": lr, "loss": v["loss"] / k, "lm_loss": v["lm_loss"] / k,
-                "halt_loss": v["halt_loss"] / k, "accuracy": v["accuracy"] / n, "exact_accuracy": v["exact_accuracy"] / n,
-                "continue_loss": v["continue_loss"] / k, "halt_accuracy": v["halt_accuracy"] / n,
-                "mean_steps": v["steps"] / n, "net_calls": v["calls"] / n, "flops": v["flops"] / n,
-                "halted": int(v["count"]),
-                "steps_per_s": steps / seconds, "elapsed_s": elapsed}
+        """Reduce the window's sums over ranks into one metrics.jsonl record (the engine names its fields), then
+        clear them. `steps` in `seconds`: this process's speed."""
+        window = {k: v.item() for k, v in self._reduce(self.window).items()}
+        record = self.engine.record(window, self.window_steps)
+        self.window, self.window_steps = {}, 0
+        return {"kind": "train", "step": self.step, "lr": lr, **record, "steps_per_s": steps / seconds,
+                "elapsed_s": elapsed}
 
     def _catch_interrupt(self) -> list | None:
         """Turn the first Ctrl-C into a flag checked between steps (a second one stops at once).
@@ -381,11 +359,10 @@ class Trainer:
             self.close()
 
     def _summary(self, t_start: float, last_eval: dict | None, last_ckpt: Path | None) -> dict:
-        count, calls, flops = self.dist.all_reduce(self.totals.clone()).tolist()
+        totals = {k: v.item() for k, v in self._reduce(self.totals).items()}
         summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
                    "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
-                   "net_calls_per_step": self.model.net_calls,
-                   "train_net_calls_per_example": calls / max(count, 1), "train_flops_per_example": flops / max(count, 1),
+                   "net_calls_per_step": self.model.net_calls, **self.engine.summary(totals),
                    "eval": last_eval,
                    "checkpoint": str(last_ckpt) if last_ckpt else None}
         if self.dist.main:
@@ -398,8 +375,8 @@ class Trainer:
         return summary
 
     def _loop(self, bar, stop: list | None, t_start: float) -> tuple[dict | None, Path | None]:
-        c, t = self.cfg, self.cfg.train
-        total, B, w = t.steps, t.batch_size, c.recursion.halt_weight
+        t = self.cfg.train
+        total = t.steps
         t_log, s_log, side_s = t_start, self.step, 0.0  # side_s: evaluation and checkpoint time, not train_s
         last_eval = last_ckpt = last_ckpt_step = None
         while self.step < total:
@@ -407,16 +384,10 @@ class Trainer:
                 if last_ckpt_step != self.step:
                     self.say(f"interrupted: saved {self.save()}; continue with --resume {self.run_dir}")
                 raise KeyboardInterrupt
-            m, lr = self._train_step(total)
+            lr = self._train_step(total)
             bar.update(1)
             last = self.step == total or bool(
                 t.time_limit and self.train_s_before + time.perf_counter() - t_start - side_s >= 60 * t.time_limit)
-            with torch.no_grad():
-                self.sums += torch.stack([m["count"], m["accuracy"], m["exact_accuracy"], m["halt_accuracy"],
-                                          m["steps"], m["calls"], m["flops"], m["lm_loss"] / B, m["halt_loss"] / B, m["continue_loss"] / B,
-                                          (m["lm_loss"] + w * (m["halt_loss"] + m["continue_loss"])) / B,
-                                          torch.ones((), device=self.device)])
-                self.totals += torch.stack([m["count"], m["calls"], m["flops"]])
             if self.step % t.log_every == 0 or last:
                 now = time.perf_counter()
                 rec = self._log_window(lr, now - t_log, self.step - s_log, now - t_start)
@@ -426,8 +397,8 @@ class Trainer:
                                      f"checkpoint ({kept[-1].name if kept else 'none'}) is kept; lower optim.lr or "
                                      f"raise optim.warmup")
                 self.log.write(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}",
-                                exact=f"{rec['exact_accuracy']:.3f}", lr=f"{lr:.1e}", refresh=False)
+                bar.set_postfix({**{short: f"{rec[k]:.3f}" for k, short in self.engine.progress.items()},
+                                 "lr": f"{lr:.1e}"}, refresh=False)
                 t_log, s_log = now, self.step
             eval_due = (t.eval_every and self.step % t.eval_every == 0) or last
             ckpt_due = (t.ckpt_every and self.step % t.ckpt_every == 0) or last
@@ -441,8 +412,7 @@ class Trainer:
                 res = self.evaluate()
                 last_eval = {"kind": "eval", "step": self.step, "train_s": self.train_s, **res}
                 self.log.write(last_eval)
-                self.say(f"step {self.step}: test exact {res['exact_accuracy']:.3f}, token {res['token_accuracy']:.3f}, "
-                         f"adaptive halting {res['exact_adaptive']:.3f} with {res['mean_steps_adaptive']:.1f} steps")
+                self.say(f"step {self.step}: {self.engine.eval_line(res)}")
             if ckpt_due:
                 last_ckpt, last_ckpt_step = self.save(), self.step
             side_s += time.perf_counter() - t0

@@ -14,7 +14,8 @@ from recur.evaluate import evaluate
 from recur.models import build_model
 from recur.plots import have_matplotlib
 from recur.profile import profile, verdict, write
-from recur.recursion import DeepSupervision
+from recur.config import RunConfig, TrainConfig
+from recur.supervision import Carry, DeepSupervision
 from recur.runlog import read_metrics
 from recur.targets import step_target, step_weight
 from recur.train import Trainer
@@ -72,12 +73,12 @@ def test_step_embedding_reaches_the_model():
 
 def run_engine(cfg: RecursionConfig, model, steps: int):
     """Rows start together and run `steps` supervision steps; returns the last metrics."""
-    eng = DeepSupervision(cfg, 3, 0, seed=0)
+    eng = DeepSupervision(RunConfig(recursion=cfg, train=TrainConfig(batch_size=3)))
     b = {"inputs": torch.randint(1, 6, (3, 16)), "labels": torch.randint(2, 6, (3, 16)),
          "puzzle_ids": torch.zeros(3, dtype=torch.long)}
-    carry, m = eng.empty_carry(model, b), None
+    carry, m = Carry.empty(model, b["inputs"]), None
     for i in range(steps):
-        carry, loss, m = eng.step(model, carry, b if i == 0 else None)
+        carry, loss, m = eng.advance(model, carry, b if i == 0 else None)
         loss.total.backward()
     return carry, m
 
@@ -100,18 +101,18 @@ def test_net_calls_per_example_match_a_hand_count(arch, act, T, n, calls_per_ste
 def test_dis_step_uses_the_step_target_and_feeds_back_its_answer():
     model = build_model(tiny_model_cfg(step_embedding=3, T=1, n=2), INFO)
     cfg = RecursionConfig(n_sup=3, act="off", targets="input_to_label", feedback="prediction")
-    eng = DeepSupervision(cfg, 3, 0, seed=0)
+    eng = DeepSupervision(RunConfig(recursion=cfg, train=TrainConfig(batch_size=3)))
     b = {"inputs": torch.randint(1, 6, (3, 16)), "labels": torch.randint(2, 6, (3, 16)),
          "puzzle_ids": torch.zeros(3, dtype=torch.long)}
     seen = []
     forward = model.forward
-    model.forward = lambda state, tokens, ids, step: (seen.append((tokens.clone(), step.clone())),
-                                                       forward(state, tokens, ids, step))[1]
-    carry = eng.empty_carry(model, b)
-    carry, _, _ = eng.step(model, carry, b)
+    model.forward = lambda state, tokens, ids, step, **k: (seen.append((tokens.clone(), step.clone())),
+                                                            forward(state, tokens, ids, step, **k))[1]
+    carry = Carry.empty(model, b["inputs"])
+    carry, _, _ = eng.advance(model, carry, b)
     assert torch.equal(seen[0][0], b["inputs"]) and seen[0][1].tolist() == [1, 1, 1]
     assert (carry.priority > 0).all()  # a target path was drawn on entry
-    carry, _, _ = eng.step(model, carry, None)
+    carry, _, _ = eng.advance(model, carry, None)
     assert seen[1][1].tolist() == [2, 2, 2] and not torch.equal(seen[1][0], b["inputs"])  # its own answer
 
 
@@ -145,10 +146,11 @@ def test_curriculum_grows_the_depth_and_counts_the_calls(tmp_path):
                 "recursion.act=off")
     trainer = Trainer(cfg, tmp_path / "run", say=lambda m: None)
     depths = []
-    step = trainer.engine.step
-    trainer.engine.step = lambda model, *a: (depths.append((trainer.model.T, trainer.model.n)), step(model, *a))[1]
+    advance = trainer.engine.advance
+    trainer.engine.advance = lambda model, carry, batch, depth: (depths.append(depth),
+                                                                 advance(model, carry, batch, depth))[1]
     summary = trainer.fit()
-    assert depths == [(1, 1)] * 6 + [(2, 2)] * 6
+    assert depths == [(1, 1)] * 6 + [None] * 6  # None: the model's own (2, 2)
     # examples run N_sup=4 steps: the first three cohorts at 2 calls/step, the rest at 6
     assert summary["train_net_calls_per_example"] == pytest.approx((4 * 2 + (2 * 2 + 2 * 6) + 4 * 6) / 3)
     assert summary["eval"]["net_calls"] == 4 * 6  # evaluation runs the full depth

@@ -28,7 +28,7 @@ from recur.checkpoint import list_checkpoints, read_model
 from recur.cli import main
 from recur.data import Dataset
 from recur.lock import RunLock
-from recur.recursion import DeepSupervision
+from recur.supervision import DeepSupervision
 from recur.tasks.sudoku import generate
 
 from conftest import assert_one_line_error

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import INFO, tiny_model_cfg
-from recur.inference import infer, infer_stream
+from recur.inference import infer
 from recur.models import build_model
 
 
@@ -27,7 +27,7 @@ def test_continuous_batching_answers_every_puzzle_once_as_the_batch_path_does(ha
     model = trained_looking()
     x, ids = torch.randint(1, 6, (23, 16)), torch.randint(0, 3, (23,))
     ref = infer(model, x, ids, 6, halt)
-    got = infer_stream(model, x, ids, 6, batch_size, halt)
+    got = infer(model, x, ids, 6, halt, batch_size=batch_size)
     if halt == "adaptive":
         assert 1 < len(set(ref.steps.tolist()))  # the test means something: puzzles halt at different steps
     assert torch.equal(got.steps, ref.steps) and (got.steps <= 6).all() and (got.steps >= 1).all()
@@ -42,7 +42,7 @@ def test_continuous_batching_keeps_the_batch_full_while_puzzles_wait():
     forward = model.forward
     model.forward = lambda state, tokens, *a, **k: (sizes.append(tokens.shape[0]), forward(state, tokens, *a, **k))[1]
     x, ids = torch.randint(1, 6, (40, 16)), torch.zeros(40, dtype=torch.long)
-    res = infer_stream(model, x, ids, 6, 8, "adaptive")
+    res = infer(model, x, ids, 6, "adaptive", batch_size=8)
     assert sum(sizes) == int(res.steps.sum())  # no step is ever computed for a finished puzzle
     # full batches while puzzles wait; once the queue is empty it only shrinks
     assert sizes[0] == 8 and all(a >= b for a, b in zip(sizes, sizes[1:])) and sizes.count(8) > len(sizes) // 2
@@ -53,7 +53,7 @@ def test_guidance_one_is_plain_decoding_and_other_weights_change_only_the_readou
     model = trained_looking(step_embedding=4)
     x, ids = torch.randint(1, 6, (9, 16)), torch.zeros(9, dtype=torch.long)
     run = (lambda **k: infer(model, x, ids, 4, "none", **k)) if driver == "batch" else \
-        (lambda **k: infer_stream(model, x, ids, 4, 4, "none", **k))
+        (lambda **k: infer(model, x, ids, 4, "none", batch_size=4, **k))
     plain, w1, w2 = run(), run(guidance=1.0), run(guidance=2.0)
     assert torch.equal(plain.tokens, w1.tokens)
     assert not torch.equal(plain.logits, w2.logits)
@@ -72,7 +72,7 @@ def test_feedback_feeds_the_previous_answer_back():
     expected = torch.where(x == 0, 0, res.per_step[0])
     assert torch.equal(seen[1], expected)
     seen.clear()
-    stream = infer_stream(model, x, ids, 3, 2, "none", feedback="prediction")
+    stream = infer(model, x, ids, 3, "none", batch_size=2, feedback="prediction")
     assert torch.equal(stream.tokens, res.tokens)
 
 
@@ -81,7 +81,7 @@ def test_a_higher_halting_threshold_halts_later_on_both_paths():
     x, ids = torch.randint(1, 6, (30, 16)), torch.zeros(30, dtype=torch.long)
     low, high = infer(model, x, ids, 6, "adaptive"), infer(model, x, ids, 6, "adaptive", threshold=1.0)
     assert (high.steps >= low.steps).all() and (high.steps > low.steps).any()
-    stream = infer_stream(model, x, ids, 6, 8, "adaptive", threshold=1.0)
+    stream = infer(model, x, ids, 6, "adaptive", batch_size=8, threshold=1.0)
     assert torch.equal(stream.steps, high.steps) and torch.equal(stream.tokens, high.tokens)
 
 

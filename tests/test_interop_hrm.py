@@ -28,7 +28,8 @@ from recur.config import ModelConfig
 from recur.errors import RecurError
 from recur.interop import convert, map_keys, strip_prefixes
 from recur.models import build_model
-from recur.recursion import DeepSupervision, continue_target, halt_decision, halt_score
+from recur.config import RunConfig, TrainConfig
+from recur.supervision import Carry, DeepSupervision, continue_target, halt_decision, halt_score
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hrm_reference"
 STEPS = 3
@@ -173,11 +174,12 @@ def test_engine_deep_supervision_matches_reference(variant, tmp_path):
     inputs, ids = batch(exp)
     data = {"inputs": inputs, "labels": exp["labels"].long(), "puzzle_ids": ids}
     module = model.module.train()
-    ds = DeepSupervision(replace(model.cfg.recursion, exploration=0.0), global_batch=4, rank=0, seed=0)
-    carry = ds.empty_carry(module, data)
+    ds = DeepSupervision(RunConfig(recursion=replace(model.cfg.recursion, exploration=0.0),
+                                   train=TrainConfig(batch_size=4)))
+    carry = Carry.empty(module, data["inputs"], data["labels"])
     for s in range(STEPS):
         assert ds.needs_batch(carry)
-        carry, loss, _ = ds.step(module, carry, data)
+        carry, loss, _ = ds.advance(module, carry, data)
         assert torch.equal(carry.steps, exp["train_steps"][s]), s
         assert torch.equal(carry.halted, exp["train_halted"][s].bool()), s
         want = F.binary_cross_entropy_with_logits(exp["train_q_continue"][s], exp["target_q_continue"][s],

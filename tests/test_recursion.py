@@ -4,18 +4,32 @@ import pytest
 import torch
 from torch import nn
 
-from recur.config import RecursionConfig
+from recur.config import RecursionConfig, RunConfig, TrainConfig
+from recur.dist import Dist
 from recur.errors import RecurError
 from recur.inference import infer
-from recur.recursion import Carry, DeepSupervision, StepOutput, halt_decision, halt_score, unroll
+from recur.recursion import StepOutput, unroll
+from recur.supervision import Carry, DeepSupervision, halt_decision, halt_score
+
+
+def engine(cfg: RecursionConfig, global_batch: int, rank: int = 0, seed: int = 0, world: int = 1) -> DeepSupervision:
+    return DeepSupervision(RunConfig(seed=seed, recursion=cfg, train=TrainConfig(batch_size=global_batch)),
+                           Dist(rank=rank, world=world))
+
+
+def empty(model, b):
+    return Carry.empty(model, b["inputs"], b["labels"])
 
 
 class Mock(nn.Module):
     """State h [B, 1]: counts the steps a row has taken. A row wants to halt once h >= its input[:, 0]."""
 
-    net_calls = grad_calls = 1
+    net_calls = 1
 
-    def step_flops(self, training):
+    def calls(self, depth=None):
+        return 1, 1
+
+    def step_flops(self, training, depth=None):
         return 3.0 if training else 1.0
 
     def __init__(self):
@@ -29,7 +43,7 @@ class Mock(nn.Module):
     def reset_state(self, state, mask):
         return (torch.where(mask.view(-1, 1), 0.0, state[0]),)
 
-    def forward(self, state, inputs, puzzle_ids, step=None):
+    def forward(self, state, inputs, puzzle_ids, step=None, trace=None, depth=None):
         self.rows_seen.append(len(inputs))
         h = state[0] + 1
         logits = self.w.expand(len(inputs), inputs.shape[1], 4) + 0  # [B, L, 4]
@@ -68,14 +82,14 @@ def test_halting_scores_and_decision_rules():
 
 def test_streaming_refills_exactly_the_halted_rows():
     cfg = RecursionConfig(n_sup=4, exploration=0.0)
-    eng = DeepSupervision(cfg, global_batch=3, rank=0, seed=0)
+    eng = engine(cfg, 3)
     model = Mock()
-    carry = eng.empty_carry(model, batch([1, 1, 1]))
+    carry = empty(model, batch([1, 1, 1]))
     history = []
     for step in range(6):
         b = batch([1, 2, 9]) if step == 0 else batch([1, 1, 1])
         assert eng.needs_batch(carry)
-        carry, loss, m = eng.step(model, carry, b)
+        carry, loss, m = eng.advance(model, carry, b)
         history.append((carry.steps.tolist(), carry.halted.tolist(), carry.inputs[:, 0].tolist()))
     # row 0 (target 1) halts every step; row 1 halts after 2 steps; row 2 (target 9) hits N_sup=4
     assert history[0] == ([1, 1, 1], [True, False, False], [1, 2, 9])
@@ -87,36 +101,36 @@ def test_streaming_refills_exactly_the_halted_rows():
 
 def test_per_batch_schedule_waits_for_all_rows_and_freezes_halted_ones():
     cfg = RecursionConfig(n_sup=5, exploration=0.0, schedule="per_batch")
-    eng = DeepSupervision(cfg, global_batch=2, rank=0, seed=0)
+    eng = engine(cfg, 2)
     model = Mock()
-    carry = eng.empty_carry(model, batch([1, 3]))
+    carry = empty(model, batch([1, 3]))
     assert eng.needs_batch(carry)
-    carry, loss, m = eng.step(model, carry, batch([1, 3]))
+    carry, loss, m = eng.advance(model, carry, batch([1, 3]))
     assert carry.halted.tolist() == [True, False] and m["count"].item() == 1
     assert not eng.needs_batch(carry)
-    carry, loss, _ = eng.step(model, carry, None)
+    carry, loss, _ = eng.advance(model, carry, None)
     assert carry.state[0][:, 0].tolist() == [1.0, 2.0]  # halted row 0 keeps its state
     assert carry.steps.tolist() == [1, 2]
-    carry, loss, m = eng.step(model, carry, None)
+    carry, loss, m = eng.advance(model, carry, None)
     assert carry.halted.tolist() == [True, True] and m["steps"].item() == 3
     assert eng.needs_batch(carry)
 
 
 def test_per_batch_loss_excludes_halted_rows():
     cfg = RecursionConfig(n_sup=5, exploration=0.0, schedule="per_batch", act="off")
-    eng = DeepSupervision(cfg, 2, 0, 0)
+    eng = engine(cfg, 2)
     model = Mock()
-    carry = eng.empty_carry(model, batch([1, 1]))
-    carry, loss_both, _ = eng.step(model, carry, batch([1, 1]))
+    carry = empty(model, batch([1, 1]))
+    carry, loss_both, _ = eng.advance(model, carry, batch([1, 1]))
     carry.halted[0] = True
-    carry, loss_one, _ = eng.step(model, carry, None)
+    carry, loss_one, _ = eng.advance(model, carry, None)
     torch.testing.assert_close(loss_one.total * 2, loss_both.total)
 
 
 def test_exploration_draws_are_sliced_by_rank():
     cfg = RecursionConfig(n_sup=16, exploration=0.5)
-    one = DeepSupervision(cfg, 8, 0, seed=3)
-    r0, r1 = DeepSupervision(cfg, 8, 0, seed=3), DeepSupervision(cfg, 8, 1, seed=3)
+    one = engine(cfg, 8, seed=3)
+    r0, r1 = engine(cfg, 8, 0, 3, 2), engine(cfg, 8, 1, 3, 2)
     for _ in range(3):
         u, m = one._explore(8, "cpu")
         u0, m0 = r0._explore(4, "cpu")
@@ -127,11 +141,11 @@ def test_exploration_draws_are_sliced_by_rank():
 
 def test_exploration_holds_rows_back_at_the_expected_rate():
     cfg = RecursionConfig(n_sup=16, exploration=0.1)
-    eng = DeepSupervision(cfg, 4000, 0, seed=0)
+    eng = engine(cfg, 4000)
     model = Mock()
     b = batch([1] * 4000)  # every row wants to halt after its first step
-    carry = eng.empty_carry(model, b)
-    carry, _, _ = eng.step(model, carry, b)
+    carry = empty(model, b)
+    carry, _, _ = eng.advance(model, carry, b)
     held = (~carry.halted).float().mean().item()
     # P(explore) * P(min steps > 1) = 0.1 * 1 (minimum is drawn from 2..16)
     assert 0.08 < held < 0.12
@@ -166,13 +180,13 @@ def test_carry_round_trips_through_a_dict():
 
 def test_q_learning_target_uses_one_extra_forward_on_the_new_state():
     cfg = RecursionConfig(n_sup=3, exploration=0.0, act="q_learning")
-    eng = DeepSupervision(cfg, 2, 0, seed=0)
+    eng = engine(cfg, 2)
     model = Mock()
     b = batch([5, 5])  # never wants to halt before N_sup
-    carry = eng.empty_carry(model, b)
+    carry = empty(model, b)
     losses = []
     for _ in range(3):
-        carry, loss, m = eng.step(model, carry, b if carry.halted.all() else None)
+        carry, loss, m = eng.advance(model, carry, b if carry.halted.all() else None)
         losses.append(loss)
     assert model.rows_seen == [2] * 6  # two forwards per training step
     # hand-made target for step 1: the next forward sees h=2, q' = (2 - 5 + 0.5)*10 = -25, q_cont' = 25
@@ -187,5 +201,5 @@ def test_q_learning_target_uses_one_extra_forward_on_the_new_state():
     torch.testing.assert_close(losses[2].cont, want3)
     model.eval()
     model.rows_seen.clear()
-    eng.step(model, eng.empty_carry(model, b), b)
+    eng.advance(model, empty(model, b), b)
     assert model.rows_seen == [2]  # no extra forward outside training

@@ -13,7 +13,7 @@ import torch
 from recur.checkpoint import list_checkpoints, read_model
 from recur.config import load_config
 from recur.errors import RecurError
-from recur.recursion import DeepSupervision
+from recur.supervision import DeepSupervision
 from recur.runlog import read_metrics
 from recur.train import Trainer, resumed_config
 
@@ -140,7 +140,7 @@ def test_bfloat16_compute_keeps_float32_master_weights(baseline, tmp_path):
     assert trainer.model.dtype == torch.bfloat16
     summary = trainer.fit()
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
-    assert all(s.dtype == torch.bfloat16 for s in trainer.carry.state)
+    assert all(s.dtype == torch.bfloat16 for s in trainer.engine.carry.state)
     assert 0 <= summary["eval"]["token_accuracy"] <= 1
     assert all(v.dtype == torch.float32 for v in final_weights(tmp_path / "run").values())
 

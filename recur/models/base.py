@@ -2,8 +2,8 @@
 
 x = sqrt(D) * [prefix tokens | token embeddings] (+ learned positions), where prefix token 0..P-1
 carry the per-puzzle embedding (or zeros). Answers are read as logits = head(h)[:, P:] and the
-halting logits as q_head(h[:, 0]). Subclasses define the state, `answer` (which state tensor is read
-out), `forward` (one supervision step) and `net_calls`.
+halting logits as q_head(h[:, 0]). Subclasses define the state, `forward` (one supervision step) and
+`calls` (its cost); together they are a recur.recursion.RecursiveModel.
 """
 
 from __future__ import annotations
@@ -92,13 +92,19 @@ class PuzzleModel(nn.Module):
             x = x + self.step_emb.to(self.dtype)[row].unsqueeze(1)
         return self.embed_scale * x
 
-    def step_flops(self, training: bool) -> float:
+    @property
+    def net_calls(self) -> int:
+        """Net applications per supervision step at the model's depth."""
+        return self.calls()[0]
+
+    def step_flops(self, training: bool, depth: tuple[int, int] | None = None) -> float:
         """Matmul FLOPs per example of one supervision step: net calls x the net's forward cost, plus 2x the
         forward cost of the calls that are backpropagated when training (see recur.models.layers.Stack.flops)."""
         per_call = self.stack_flops
         head = 2 * self.length * self.cfg.hidden * self.head.weight.shape[0]
-        fwd = self.net_calls * per_call + head
-        return fwd + 2 * (self.grad_calls * per_call + head) if training else fwd
+        net, grad = self.calls(depth)
+        fwd = net * per_call + head
+        return fwd + 2 * (grad * per_call + head) if training else fwd
 
     @property
     def stack_flops(self) -> float:

@@ -17,15 +17,18 @@ from .base import PuzzleModel
 class Transformer(PuzzleModel):
     """State (y,), [B, P+L, D]."""
 
-    net_calls = grad_calls = 1
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int,
                  dtype: torch.dtype = torch.float32):
         super().__init__(cfg, vocab_size, seq_len, num_puzzle_ids, dtype, ("y_init",))
         self.net = self.stack()
 
+    def calls(self, depth: None = None) -> tuple[int, int]:
+        """(net applications, backpropagated ones) per supervision step: one pass, with gradients."""
+        return 1, 1
+
     def forward(self, state, inputs: torch.Tensor, puzzle_ids: torch.Tensor, step: torch.Tensor | None = None,
-                trace: list | None = None):
+                trace: list | None = None, depth: None = None):
         y = self.net(state[0], self.embed_input(inputs, puzzle_ids, step), self.rope)
         out = self.readout(y)
         if trace is not None:

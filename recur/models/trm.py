@@ -36,25 +36,22 @@ class TRM(PuzzleModel):
         super().__init__(cfg, vocab_size, seq_len, num_puzzle_ids, dtype, states)
         self.net = self.stack()
         self.net_y = self.stack() if cfg.separate_nets else None
-        self.T, self.n = cfg.T, cfg.n  # the depth in use; a curriculum (recursion.curriculum) may lower it
 
-    @property
-    def net_calls(self) -> int:
-        """Applications of a net per supervision step: T*(n+1)."""
-        return self.T * (self.n + 1)
-
-    @property
-    def grad_calls(self) -> int:
-        """Net applications per supervision step that are backpropagated."""
-        return self.n + 1 if self.cfg.grad == "last_cycle" else 2
+    def calls(self, depth: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(net applications, backpropagated ones) per supervision step at depth (T, n) (default: the model's):
+        T*(n+1), and n+1 (or 2 with grad=one_step)."""
+        T, n = depth or (self.cfg.T, self.cfg.n)
+        return T * (n + 1), (n + 1 if self.cfg.grad == "last_cycle" else 2)
 
     def forward(self, state, inputs: torch.Tensor, puzzle_ids: torch.Tensor, step: torch.Tensor | None = None,
-                trace: list | None = None):
+                trace: list | None = None, depth: tuple[int, int] | None = None):
         """One supervision step. Returns the new (detached) state and the step's outputs.
 
         `step` [B]: the 1-based supervision step (used with model.step_embedding). `trace`: when a list, the
-        readout after every answer update (T per step) is appended to it (recur.profile)."""
+        readout after every answer update (T per step) is appended to it (recur.profile). `depth`: (T, n) for this
+        step in place of the model's (a depth curriculum chooses it)."""
         c, rope = self.cfg, self.rope
+        T, n = depth or (c.T, c.n)
         x = self.embed_input(inputs, puzzle_ids, step)
         net_y = self.net_y or self.net
         if c.single_z:
@@ -65,8 +62,8 @@ class TRM(PuzzleModel):
             answer = lambda s: (net_y(s[0], s[1], rope), s[1])  # noqa: E731  y <- net_y(y, z)
         if trace is not None:
             answer = _traced(answer, lambda s: trace.append(self.readout(s[0])))
-        plan = ([latent] * self.n + [answer]) * self.T
-        state = unroll(plan, tuple(state), self.grad_calls)
+        plan = ([latent] * n + [answer]) * T
+        state = unroll(plan, tuple(state), self.calls(depth)[1])
         return tuple(s.detach() for s in state), self.readout(state[0])
 
 
