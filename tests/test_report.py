@@ -180,6 +180,19 @@ def test_run_without_checkpoints_reports_what_exists(micro_run, tmp_path):
     assert {"overview", "viewer"} <= Page(path.read_text()).ids
 
 
+def test_corrupt_newest_checkpoint_falls_back_and_names_cannot_break_the_page(micro_run, tmp_path):
+    run = tmp_path / "x<script>&y"
+    shutil.copytree(micro_run, run, ignore=shutil.ignore_patterns("report.html"))
+    newest = run / "checkpoints" / "step_0000012" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    path, _ = build([run], device="cpu", sample=1, examples=4)
+    r = embedded(path)["runs"][0]
+    assert r["name"] == run.name and r["checkpoint"]["step"] == 6  # the older checkpoint was used
+    assert any("step_0000012 cannot be loaded" in n for n in r["notes"])
+    assert "<title>recur report: x&lt;script&gt;&amp;y</title>" in path.read_text()
+    assert "x<script>" not in path.read_text()  # in the data too, < is escaped
+
+
 def test_comparison_directory_and_checkpoint_side_by_side(micro_run, tmp_path):
     comp = tmp_path / "compare-x"
     for arm in ("trm-s0", "hrm-s0"):

@@ -76,8 +76,8 @@ def test_slider_steps_through_the_recursion(browser, micro_run, tmp_path):
     data = json.loads(_Data(path.read_text()).text)  # what the page embeds
     puzzle = data["runs"][0]["sample"]["puzzles"][0]
     rows = [[ALPHABET.index(c) for c in row] for row in [puzzle["input"]] + puzzle["trace"]]
-    # the first point (after the puzzle) at which some cell changes, and that cell
-    v, pos = next((v, k) for v in range(1, len(rows)) for k in range(len(rows[v])) if rows[v][k] != rows[v - 1][k])
+    # the last point at which some cell changes, and that cell (a late point catches an off-by-one in the page)
+    v, pos = max((v, k) for v in range(1, len(rows)) for k in range(len(rows[v])) if rows[v][k] != rows[v - 1][k])
 
     browser.get(path.as_uri())
     slider = browser.find_element(By.ID, "slider")

@@ -163,11 +163,13 @@ def collect_run(path: str | Path, sample: int = SAMPLE, examples: int = EXAMPLES
         run["checkpoints"] = [{"name": c.name, "step": int(c.name.removeprefix("step_"))} for c in ckpts]
         if not ckpts:
             notes.append("no checkpoint yet: the recursion, the halting steps and the step-through viewer need one")
-        ckpt = ckpts[-1] if ckpts else None
     else:
         notes.append("a checkpoint, not a run directory: no training curves or run files")
-        ckpt = path
-    model = _load(ckpt, device, notes) if ckpt is not None else None
+        ckpts = [path]
+    model = ckpt = None
+    for ckpt in reversed(ckpts):  # the newest checkpoint that loads
+        if (model := _load(ckpt, device, notes)) is not None:
+            break
     if model is not None:
         run["checkpoint"] = {"name": ckpt.name if ckpt.is_dir() else ckpt.parent.name,
                              "step": model.meta.get("step")}
@@ -226,7 +228,7 @@ def _load(ckpt: Path, device: str, notes: list[str]):
     try:
         return Recur.load(ckpt, device)
     except RecurError as e:
-        notes.append(f"checkpoint {ckpt.name} cannot be loaded ({e}): no recursion measured")
+        notes.append(f"checkpoint {ckpt.name} cannot be loaded: {e}")
         return None
 
 
