@@ -3,7 +3,8 @@
     recur train [PRESET] [key=value ...] [--resume RUN]
     recur eval RUN_OR_CKPT [--data DIR] [--halt adaptive] [--guidance W]
     recur profile RUN_OR_CKPT [--data DIR] [--limit N]
-    recur solve PUZZLE_OR_FILE [--model RUN_OR_CKPT]
+    recur solve PUZZLE_OR_FILE [--model RUN_OR_CKPT] [--show-steps]
+    recur report RUN [RUN ...] [--out report.html] [--sample N]
     recur prepare [PRESET] [key=value ...] [--out DIR]
     recur compare SPEC [key=value ...]
     recur presets | recur keys
@@ -207,7 +208,25 @@ def cmd_solve(a) -> None:
     for i in range(len(found)):
         if len(found) > 1:
             print(f"# puzzle {i + 1}")
+        if a.show_steps:
+            from .report.steps import show_steps, use_color
+
+            used = int(pred.steps[i])
+            halt = None if model.cfg.recursion.act == "off" else pred.halt_score[:used, i].sigmoid().numpy()
+            print(show_steps(model.task.name, model.info, inputs[i], pred.per_step[:used, i].numpy(), halt,
+                             use_color(sys.stdout)) + "\n")
         print(show(model.task, model.info, inputs[i], pred.tokens[i].numpy(), int(pred.steps[i]), None) + "\n")
+
+
+def cmd_report(a) -> None:
+    from .report import build
+
+    out, report = build(a.runs, a.out, a.sample, a.examples, a.device, a.data)
+    for run in report["runs"]:
+        s = run["sample"]
+        print(f"{run['name']}: " + (f"{s['size']} of {s['measured']} measured test puzzles traced" if s else
+                                    "no puzzles traced") + "".join(f"\n  note: {n}" for n in run["notes"]))
+    print(f"report: {out} ({out.stat().st_size / 1e3:.0f} kB, {report['seconds']:.1f} s)")
 
 
 def _latest_run(root: Path) -> Path:
@@ -330,8 +349,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's N_sup)")
     s.add_argument("--halt", choices=["none", "adaptive"], default="adaptive")
     s.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
+    s.add_argument("--show-steps", action="store_true",
+                   help="print the answer after each supervision step, changed cells in [brackets]")
     _runtime_args(s)
     s.set_defaults(fn=cmd_solve)
+
+    g = sub.add_parser("report", help="one self-contained HTML page: curves, costs, and a step-through viewer")
+    g.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories, comparison directories (recur compare) or checkpoints, side by side")
+    g.add_argument("--out", help="the HTML file (default: RUN/report.html; ./report.html for several)")
+    g.add_argument("--sample", type=int, help="puzzles per run kept for the step-through viewer (default 24)")
+    g.add_argument("--examples", type=int, help="test examples the recursion is measured on, per run (default 256)")
+    g.add_argument("--data", help="prepared dataset directory (default: the one each run was trained on)")
+    g.add_argument("--device", default="auto")
+    g.set_defaults(fn=cmd_report)
 
     r = sub.add_parser("prepare", help="build a preset's dataset on disk")
     r.add_argument("preset", nargs="?")

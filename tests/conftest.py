@@ -45,3 +45,14 @@ def load_exactly(model, mapped: dict) -> None:
     for k, v in mapped.items():
         assert v.shape == own[k].shape, k
     model.load_state_dict(mapped)  # strict: every recur tensor comes from the reference
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory):
+    """A finished `micro` run (seconds to train) with its dataset, shared by the report tests; treat it as read-only."""
+    from recur.cli import main
+
+    root = tmp_path_factory.mktemp("micro")
+    assert main(["train", "micro", f"train.out_dir={root}", "train.run_name=run", f"data.dir={root / 'data'}",
+                 "eval.show=0"]) == 0
+    return root / "run"
