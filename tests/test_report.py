@@ -93,12 +93,13 @@ def test_trace_of_puzzle_0_matches_a_direct_model_run(report, micro_run):
             state, out = net(state, x, ids, torch.tensor([s], dtype=torch.int32), trace=seen)
             points += [o.logits.argmax(-1)[0].tolist() for o in seen]
             scores.append(torch.sigmoid(out.q_halt[0]).item())
-    assert len(points) == model.n_sup * net.T == len(sample["points"]["step"])
+    T = net.cfg.T
+    assert len(points) == model.n_sup * T == len(sample["points"]["step"])
     assert [decode(t) for t in p["trace"]] == points
     assert p["halt"] == pytest.approx(scores, abs=1e-4)
     # the answer after each supervision step is what inference gives
     pred = model.predict(b["inputs"], halt="none")
-    ends = [decode(p["trace"][i]) for i in range(net.T - 1, len(points), net.T)]
+    ends = [decode(p["trace"][i]) for i in range(T - 1, len(points), T)]
     assert ends == pred.per_step[:, 0].tolist()
     assert p["solved"] == bool((pred.tokens[0].numpy() == b["labels"][0]).all())
 

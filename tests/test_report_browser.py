@@ -21,8 +21,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 def _browser_parts():
     """(chromium, chromedriver) paths, or a pytest skip naming what is missing."""
-    pytest.importorskip("selenium", reason="the browser test needs selenium: pip install 'recur[browser]'")
-    pytest.importorskip("PIL", reason="the browser test needs pillow: pip install 'recur[browser]'")
+    pytest.importorskip("selenium", reason="the browser test needs selenium: pip install 'recur[test]'")
+    pytest.importorskip("PIL", reason="the browser test needs pillow: pip install 'recur[test]'")
     chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
     driver = shutil.which("chromedriver")
     if not chromium or not driver:

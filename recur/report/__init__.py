@@ -47,6 +47,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RecurError
+from ..lock import RunLock
 from .collect import EXAMPLES, SAMPLE, collect
 from .render import write
 
@@ -67,4 +68,8 @@ def build(paths: list[str | Path], out: str | Path | None = None, sample: int | 
         raise RecurError("give at least one run directory")
     report = collect(paths, SAMPLE if sample is None else sample, EXAMPLES if examples is None else examples,
                      device, data)
-    return write(report, out or default_out(paths)), report
+    out = Path(out or default_out(paths))
+    if (out.parent / "config.json").is_file():  # writing into a run: not while another process writes into it
+        with RunLock(out.parent, "report"):
+            return write(report, out), report
+    return write(report, out), report

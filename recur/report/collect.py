@@ -177,8 +177,8 @@ def collect_run(path: str | Path, sample: int = SAMPLE, examples: int = EXAMPLES
             run["config"] = model.meta.get("config")
         if run["params"] is None:  # as summary.json counts them: puzzle embeddings are per-puzzle tables
             run["params"] = sum(p.numel() for n, p in model.module.named_parameters() if not n.startswith("puzzle_emb"))
-    dataset = _dataset(data or run["meta"].get("dataset") or (model.meta.get("dataset") if model else None),
-                       run, notes)
+    record = run["meta"].get("dataset") or (model.meta.get("dataset") if model else None)
+    dataset = _dataset(data, record, model.run_dir if model else path, run, notes)
     run["cost"] = _cost(run, model)
     if model is not None and dataset is not None:
         try:
@@ -232,14 +232,15 @@ def _load(ckpt: Path, device: str, notes: list[str]):
         return None
 
 
-def _dataset(where, run: dict, notes: list[str]):
-    from ..data import Dataset
+def _dataset(data, record, run_dir: Path, run: dict, notes: list[str]):
+    """The dataset given (`data`), else the one the run recorded, found wherever it is now (recur.data.find)."""
+    from ..data import Dataset, find
 
-    if not where:
+    if not (data or record):
         notes.append("the run does not say which dataset it used: no recursion measured (pass --data DIR)")
         return None
     try:
-        ds = Dataset(where)
+        ds = Dataset(data or find(record, run_dir))
     except RecurError as e:
         notes.append(f"dataset unavailable ({e}): no data summary, no recursion measured (pass --data DIR)")
         return None

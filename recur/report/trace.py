@@ -1,7 +1,7 @@
 """The recursion of a trained model, read out after every answer update (every y-update).
 
-One function, `trace_puzzles`, runs a batch through N_sup supervision steps with the model's
-`trace=` hook, exactly as the profiler (recur.profile) does, and keeps the argmax answer at every
+One function, `trace_puzzles`, runs a batch through N_sup supervision steps of the shared driver
+(recur.inference.infer) with its trace hook, as the profiler (recur.profile) does, and keeps the argmax answer at every
 point plus the halting score after every step. The report, the step-through viewer and
 `recur solve --show-steps` read the recursion only through it.
 """
@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..inference import fed_back
-from ..recursion import halt_score
+from ..inference import infer
 
 
 @dataclass
@@ -40,22 +39,18 @@ def trace_puzzles(model, inputs: torch.Tensor, puzzle_ids: torch.Tensor, n_sup: 
     recursion.act (what the net reads next, and how the halting score is formed)."""
     was_training = model.training
     model.eval()
-    B = inputs.shape[0]
-    state, seen = model.init_state(B), inputs
-    tokens, steps, cycles, calls, scores = [], [], [], [], []
-    for s in range(1, n_sup + 1):
-        points: list = []
-        state, out = model(state, seen, puzzle_ids, torch.full((B,), s, dtype=torch.int32, device=inputs.device),
-                           trace=points)
-        per_point = model.net_calls / len(points)
+    tokens, steps, cycles, calls = [], [], [], []
+
+    def record(puzzles, step, points) -> None:  # every row is at the same step: no halting, no refill
+        s, per_point = int(step[0]), model.net_calls / len(points)
         for t, o in enumerate(points):
             tokens.append(o.logits.argmax(-1))
             steps.append(s)
             cycles.append(t + 1)
             calls.append((s - 1) * model.net_calls + (t + 1) * per_point)
-        scores.append(halt_score(out, act).float())
-        if feedback == "prediction":
-            seen = fed_back(inputs, out.logits.argmax(-1))
+
+    res = infer(model, inputs, puzzle_ids, n_sup, "none", act, feedback, trace=record)
     if was_training:
         model.train()
-    return Trace(tokens=torch.stack(tokens), step=steps, cycle=cycles, net_calls=calls, halt_score=torch.stack(scores))
+    return Trace(tokens=torch.stack(tokens), step=steps, cycle=cycles, net_calls=calls,
+                 halt_score=res.halt_score.float())
