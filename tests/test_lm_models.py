@@ -74,6 +74,7 @@ def test_cached_decoding_with_exits_equals_full_forward(exit):
 @pytest.mark.parametrize("exit", list(EXITS))
 def test_exit_depth_bounded_and_monotone_in_threshold(exit):
     """Depth stays in 1..r; with the context fixed (prefilled at full depth), a looser threshold never uses more."""
+    never = {"kl": 1e-30, "entropy": 1e-30, "argmax": 10**6, "latent": None, "router": None}[exit]
     model = lm("hybrid").eval()
     with torch.no_grad():  # the exit router is untrained (constant 0.5): give it weights so decisions vary
         model.looped.exit_router.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
@@ -82,12 +83,22 @@ def test_exit_depth_bounded_and_monotone_in_threshold(exit):
     for threshold in EXITS[exit]:
         cache = model.new_cache(32, depth=8)
         with torch.no_grad():
-            model(x[:, :-1], cache=cache, depth=8)
+            model(x[:, :-1], cache=cache, depth=8, **({"exit": exit, "threshold": never} if never else {}))
             depths.append(model(x[:, -1:], cache=cache, depth=8, exit=exit, threshold=threshold).depth)
         assert int(depths[-1].min()) >= 1 and int(depths[-1].max()) <= 8
     tight, loose = depths
     assert bool((loose <= tight).all())
     assert bool((loose < tight).any()) or bool((tight == 1).all())
+
+
+def test_a_cache_keeps_one_kind_of_exit():
+    model = lm("looped").eval()
+    cache = model.new_cache(2, depth=4)
+    with torch.no_grad():
+        model(tokens(length=4), cache=cache, depth=4)
+        model(tokens(length=1), cache=cache, depth=4, exit="latent")
+        with pytest.raises(RecurError, match="same kind of exit"):
+            model(tokens(length=1), cache=cache, depth=4, exit="kl")
 
 
 def test_expert_capacity_in_training():
@@ -272,7 +283,7 @@ def _train(model, steps=40, lr=3e-3, options=None):
     return sum(losses[:5]) / 5, sum(losses[-5:]) / 5
 
 
-@pytest.mark.parametrize("name", ["vanilla", "expert", "token"])
+@pytest.mark.parametrize("name", ["vanilla", "expert", "expert_share", "token"])
 def test_training_loss_falls_transformer_family(name):
     first, last = _train(lm(name))
     assert last < 0.5 * first, (first, last)

@@ -14,7 +14,7 @@ from recur.data import Dataset, prepare
 from recur.errors import RecurError
 from recur.tasks import REGISTRY
 from recur.tasks.synthetic import AdditionData, ParityData, SortingTextData
-from recur.tasks.text import (BOS, EOS, OFFSET, STDLIB_TEST, STDLIB_TRAIN, ByteTokenizer, HFTokenizer, TextData,
+from recur.tasks.text import (BOS, EOS, OFFSET, STDLIB_TEST, STDLIB_TRAIN, ByteTokenizer, TextData,
                               build_text, check_tokenizer, exact_match, load_tokenizer, stdlib_dir, windows)
 
 HAS_TOKENIZERS = importlib.util.find_spec("tokenizers") is not None

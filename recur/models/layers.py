@@ -228,6 +228,7 @@ class LMCache:
         self.dtype, self.device, self.budget = dtype, device, budget
         self.length = 0
         self.slots: dict[tuple, KVSlot] = {}
+        self.coda_per_iteration: bool | None = None  # recurrent family: set by the first call (see looped.py)
 
     def slot(self, key: tuple) -> KVSlot:
         if key not in self.slots:

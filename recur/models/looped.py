@@ -132,6 +132,13 @@ class Looped(nn.Module):
         kind = "none" if self.training else (exit or c.exit)
         if kind == "router" and self.exit_router is None:
             raise RecurError("exit=router needs a model trained with model.lm.exit_router=true")
+        if cache is not None:  # the coda's cache layout follows the criterion, so one cache keeps one kind
+            each = kind in READOUT_EXITS
+            if cache.coda_per_iteration is None:
+                cache.coda_per_iteration = each
+            elif cache.coda_per_iteration != each:
+                raise RecurError(f"this cache was filled {'with' if not each else 'without'} a readout exit "
+                                 f"criterion (kl, entropy, argmax); continue it with the same kind of exit")
         for j, blk in enumerate(self.prelude):
             e = blk(e, rope, None if cache is None else KV(start, slot=cache.slot(("prelude", j))))
         if init_state is not None:
