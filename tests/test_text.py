@@ -76,7 +76,7 @@ def test_tokenizer_file_round_trip_and_vocabulary_check(tokenizer_file, tmp_path
         check_tokenizer(tok, {"vocab_size": tok.vocab_size, "tokenizer": {"kind": "file", "sha256": "0", "name": "o"}})
     one_line(e, "not the one")
     bad = tmp_path / "latin1.txt"
-    bad.write_bytes("caf".encode() + b"\xe9 au lait")
+    bad.write_bytes(b"caf\xe9 au lait")
     with pytest.raises(RecurError) as e:
         build_text(TextData(source=str(bad), tokenizer=str(tokenizer_file), context=2))
     one_line(e, "latin1.txt", "byte offset 3")

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import ModelConfig, capacities
 from ..errors import RecurError
-from .layers import KV, DecoderBlock, LMCache, Linear, RMSNorm, block_flops, rope_tables, trunc_normal_
+from .layers import KV, DecoderBlock, Linear, LMCache, RMSNorm, block_flops, rope_tables, trunc_normal_
 from .looped import Looped
 from .mor import ExpertRouters, TokenRouter, expert_choice, token_choice
 
@@ -128,7 +128,7 @@ class LanguageModel(nn.Module):
         iterations (default backprop_depth), `exit`/`threshold` override model.lm.exit in evaluation mode,
         `generator` draws s_0 (training; without one s_0 is a fixed per-position draw), `init_state` [B, S, D]
         replaces s_0 (warm start). With `cache`, tokens continue the cached sequences."""
-        B, S = tokens.shape
+        S = tokens.shape[1]
         start = cache.length if cache is not None else 0
         if start + S > self.context:
             raise RecurError(f"a sequence of {start + S} tokens exceeds the model's context of {self.context}")

@@ -35,7 +35,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import RecurError
 from ..recursion import unroll
-from .layers import KV, LMCache, Linear, RMSNorm, SandwichBlock
+from .layers import KV, Linear, LMCache, RMSNorm, SandwichBlock
 
 EXIT_DEFAULTS = {"kl": 1e-3, "latent": 0.03, "entropy": 1e-3, "argmax": 5, "router": 0.5}
 """Reference thresholds of the exit criteria (Huginn's code at 59e0b69; the paper uses KL 5e-4)."""

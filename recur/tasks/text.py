@@ -272,7 +272,7 @@ def build_text(cfg: TextData) -> tuple[dict[str, Split], dict]:
     for name, raw in docs:
         digest.update(hashlib.sha256(raw).digest())
     info = {"vocab_size": tok.vocab_size, "seq_len": cfg.context, "num_puzzle_ids": 1, "tokenizer": tok.info(),
-            "corpus_sha256": digest.hexdigest(), "tokens": {k: int(len(v)) for k, v in streams.items()}}
+            "corpus_sha256": digest.hexdigest(), "tokens": {k: len(v) for k, v in streams.items()}}
     return splits, info
 
 
