@@ -38,13 +38,84 @@ DEFAULT_PRESET = "quickstart"
 
 
 @dataclass
+class LMConfig:
+    """The causal language models (model.arch = lm): one decoder-only family whose variants are these flags.
+    Width, heads, SwiGLU expansion, RoPE base and norm epsilon are model.hidden/heads/expansion/rope_theta/norm_eps;
+    model.layers is L, the layers of the `transformer` family. The puzzle-only model keys (T, n, mixer, pos,
+    single_z, separate_nets, grad, prefix_len, puzzle_emb_dim, step_embedding) must stay at their defaults."""
+
+    family: Literal["transformer", "recurrent"] = "transformer"
+    """`transformer`: L Llama-style pre-norm layers, vanilla or with shared weights (`sharing`) and
+    Mixture-of-Recursions routers (`router`). `recurrent`: Huginn's recurrent depth, prelude -> core^r -> coda with sandwich
+    blocks; with `exit_router` the hybrid (a learned per-token exit)."""
+    context: int = 0
+    """Longest sequence the model reads (RoPE table, generation limit); 0 = the dataset's sequence length."""
+    tie_embeddings: bool = True
+    """The output head is the transposed token embedding (Huginn, SmolLM); false = a separate linear head."""
+    sharing: Literal["none", "cycle", "sequence", "middle_cycle"] = "none"
+    """Weight sharing of the transformer family (MoR `recursive.sharing`): none = L unique layers (vanilla);
+    cycle = a block of L/N_r layers applied N_r times; sequence = each of L/N_r layers applied N_r times in a row;
+    middle_cycle = unique first and last layers around a block of (L-2)//N_r layers applied N_r times (MoR's best)."""
+    recursions: int = 1
+    """N_r, applications of the shared block (MoR `num_recursion`); 1 with sharing = none."""
+    router: Literal["none", "expert", "token"] = "none"
+    """Mixture-of-Recursions routing on the shared block (needs sharing = cycle or middle_cycle). `expert`: a linear
+    router per recursion picks the top-k tokens by capacity (hierarchically, among those picked before); the
+    selection is not causal in training (top-k over the sequence), so evaluation and generation use the causal
+    rule sigmoid > 0.5 that the BCE auxiliary loss trains. `token`: a router before recursion 1 gives every token
+    a depth 1..N_r (softmax), with a balancing loss."""
+    capacity: str = ""
+    """Expert-choice capacities per recursion, comma-separated fractions of the sequence, non-increasing
+    (MoR `mor.capacity`); empty = N_r/N_r, (N_r-1)/N_r, ..., 1/N_r."""
+    alpha: float = 0.1
+    """Expert-choice gate scale: h[sel] += alpha*sigmoid(router)*block(h[sel]) (MoR `alpha`)."""
+    router_aux_weight: float = 0.001
+    """Weight of the expert-choice BCE of the router logits against the top-k mask (MoR `coeff`)."""
+    balance_weight: float = 0.1
+    """Weight of the token-choice balancing loss sum_i P_i*f_i (mean router probability times N_r * share of
+    tokens given depth i)."""
+    kv: Literal["recursion", "share"] = "recursion"
+    """Transformer family KV: `recursion` = every layer application keeps its own keys, only for the tokens active
+    there (MoR recursion-wise caching); `share` = a block applied again reuses the keys and values of its first
+    application (MoR recursive KV sharing), in training as in generation."""
+    prelude: int = 2
+    """P, layers of the recurrent family's prelude (run once)."""
+    core: int = 4
+    """R, layers of the recurrent core (iterated r times)."""
+    coda: int = 2
+    """C, layers of the coda (run once after the core)."""
+    mean_depth: int = 32
+    """r-bar, the mean of the training depth sampler (recur.models.looped.sample_depth) and the default depth in
+    evaluation (Huginn `mean_recurrence`)."""
+    depth_sigma: float = 0.5
+    """sigma of the log-normal in the depth sampler."""
+    backprop_depth: int = 8
+    """k, the last iterations that are backpropagated (Huginn `mean_backprop_depth`); earlier ones run without
+    gradients."""
+    exit: Literal["none", "kl", "latent", "entropy", "argmax", "router"] = "none"
+    """Per-token adaptive exit at inference (evaluation mode only): none = always the full depth; kl = KL between
+    successive iterations' next-token distributions < threshold; latent = |s_i - s_(i-1)|/|s_i| < threshold;
+    entropy = |H_i - H_(i-1)| < threshold; argmax = the argmax unchanged for `threshold` iterations; router = the
+    hybrid's exit router, sigmoid > threshold (needs exit_router)."""
+    exit_threshold: float = 0.0
+    """Threshold of `exit`; 0 = the reference default: kl 1e-3, latent 0.03, entropy 1e-3, argmax 5 steps
+    (Huginn's code), router 0.5."""
+    exit_router: bool = False
+    """Hybrid: a linear + sigmoid exit router on the core state after every iteration, trained by BCE against the
+    KL criterion's exit decision (computed without gradients, threshold router_target_kl); its input is detached, so
+    it learns to predict the exit without changing the language model."""
+    router_target_kl: float = 0.001
+    """KL threshold that defines the exit router's training target."""
+
+
+@dataclass
 class ModelConfig:
     """The recursive network (reference: the `arch:` section)."""
 
-    arch: Literal["trm", "transformer"] = "trm"
+    arch: Literal["trm", "transformer", "lm"] = "trm"
     """Model family, a key of recur.models.REGISTRY: `trm` (the recursive model; HRM is `trm` with separate_nets,
-    grad=one_step and recursion.act=q_learning) or `transformer` (the non-recursive baseline: `layers` distinct
-    blocks applied once per supervision step)."""
+    grad=one_step and recursion.act=q_learning), `transformer` (the non-recursive baseline: `layers` distinct
+    blocks applied once per supervision step) or `lm` (the causal language models, section model.lm)."""
     hidden: int = 512
     """Width D of every token state (reference `hidden_size`)."""
     heads: int = 8
@@ -79,6 +150,8 @@ class ModelConfig:
     step_embedding: int = 0
     """DIS time conditioning: a learned embedding of the supervision step index s (clamped to 1..this) is added to
     x at every position; 0 = off. DIS sets it to N_sup (reference DIS `timestep_embed`)."""
+    lm: LMConfig = field(default_factory=LMConfig)
+    """The language-model settings (model.arch = lm only)."""
 
 
 @dataclass
@@ -455,7 +528,7 @@ def validate(cfg: RunConfig) -> None:
         (m.layers >= 1 and m.T >= 1 and m.n >= 1, "model.layers, model.T and model.n must be >= 1"),
         (m.prefix_len >= 0 and m.puzzle_emb_dim >= 0, "model.prefix_len and model.puzzle_emb_dim must be >= 0"),
         (m.puzzle_emb_dim <= m.prefix_len * m.hidden, "model.puzzle_emb_dim must fit in the prefix (<= prefix_len*hidden)"),
-        (m.arch == "trm" or not (m.single_z or m.separate_nets or m.grad != "last_cycle"),
+        (m.arch in ("trm", "lm") or not (m.single_z or m.separate_nets or m.grad != "last_cycle"),
          "model.single_z, separate_nets and grad are TRM settings; the transformer baseline has no recursion"),
         (not (m.single_z and m.separate_nets), "model.single_z has no answer update to give a separate net"),
         (r.n_sup >= 1, "recursion.n_sup must be >= 1"),
@@ -484,6 +557,7 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise RecurError(message)
+    _check_lm(m)
     getattr(cfg.data, cfg.data.task).check()
     curriculum_stages(r.curriculum)
 
@@ -502,3 +576,71 @@ def curriculum_stages(spec: str) -> list[tuple[float, int, int]]:
             raise RecurError(f"recursion.curriculum stage '{item}': fractions must increase within (0, 1], T, n >= 1")
         stages.append(stage)
     return stages
+
+
+PUZZLE_MODEL_KEYS = ("T", "n", "mixer", "pos", "single_z", "separate_nets", "grad", "prefix_len", "puzzle_emb_dim",
+                     "step_embedding")
+"""model.* keys that only the puzzle models read; a language-model run that changes one is an error."""
+
+
+def _check_lm(m: ModelConfig) -> None:
+    """Cross-field checks of model.lm (and that LM and puzzle settings are not mixed)."""
+    c, default = m.lm, ModelConfig()
+    if m.arch != "lm":
+        if c != LMConfig():
+            raise RecurError("model.lm.* settings apply to model.arch=lm only")
+        return
+    changed = [k for k in PUZZLE_MODEL_KEYS if getattr(m, k) != getattr(default, k)]
+    if changed:
+        raise RecurError(f"model.{changed[0]} is a puzzle-model setting that model.arch=lm does not read; "
+                         f"leave it at its default")
+    recurrent = c.family == "recurrent"
+    checks = [
+        ((m.hidden // m.heads) % 2 == 0, "model.arch=lm uses RoPE, which needs an even head width (hidden/heads)"),
+        (c.context >= 0, "model.lm.context must be >= 0"),
+        (c.recursions >= 1, "model.lm.recursions (N_r) must be >= 1"),
+        (c.sharing != "none" or c.recursions == 1, "model.lm.sharing=none (vanilla) needs model.lm.recursions=1"),
+        (c.sharing not in ("cycle", "sequence") or m.layers % c.recursions == 0,
+         f"model.lm.sharing={c.sharing} needs model.layers ({m.layers}) divisible by model.lm.recursions "
+         f"({c.recursions})"),
+        (c.sharing != "middle_cycle" or (m.layers > 2 and (m.layers - 2) % c.recursions == 0),
+         f"model.lm.sharing=middle_cycle needs model.layers - 2 ({m.layers - 2}) to be a positive multiple of "
+         f"model.lm.recursions ({c.recursions})"),
+        (c.router == "none" or c.sharing in ("cycle", "middle_cycle"),
+         "model.lm.router needs a shared block applied N_r times: model.lm.sharing=cycle or middle_cycle"),
+        (c.capacity == "" or c.router == "expert", "model.lm.capacity applies to model.lm.router=expert"),
+        (c.alpha > 0 and c.router_aux_weight >= 0 and c.balance_weight >= 0,
+         "model.lm.alpha must be > 0, router_aux_weight and balance_weight >= 0"),
+        (not recurrent or (c.sharing == "none" and c.router == "none" and c.kv == "recursion"),
+         "model.lm.sharing, router and kv are transformer-family settings; the recurrent family shares its core"),
+        (not recurrent or m.layers == default.layers,
+         "model.layers is the transformer family's depth; the recurrent family uses model.lm.prelude/core/coda"),
+        (not recurrent or (c.prelude >= 0 and c.core >= 1 and c.coda >= 0),
+         "model.lm.core must be >= 1, prelude and coda >= 0"),
+        (not recurrent or (c.mean_depth >= 1 and c.backprop_depth >= 1 and c.depth_sigma >= 0),
+         "model.lm.mean_depth and backprop_depth must be >= 1, depth_sigma >= 0"),
+        (recurrent or (c.exit == "none" and not c.exit_router),
+         "model.lm.exit and exit_router are settings of model.lm.family=recurrent"),
+        (c.exit != "router" or c.exit_router, "model.lm.exit=router needs model.lm.exit_router=true"),
+        (c.exit_threshold >= 0 and c.router_target_kl > 0, "model.lm.exit_threshold must be >= 0, router_target_kl > 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise RecurError(message)
+    capacities(c)
+
+
+def capacities(c: LMConfig) -> list[float]:
+    """Expert-choice capacity per recursion: model.lm.capacity parsed, or N_r/N_r ... 1/N_r when it is empty."""
+    n = c.recursions
+    if not c.capacity:
+        return [(n - r) / n for r in range(n)]
+    try:
+        caps = [float(v) for v in c.capacity.split(",")]
+    except ValueError:
+        raise RecurError(f"model.lm.capacity '{c.capacity}' is not comma-separated numbers (e.g. 1,0.67,0.33)") from None
+    if len(caps) != n:
+        raise RecurError(f"model.lm.capacity has {len(caps)} values but model.lm.recursions is {n}")
+    if not all(0 < v <= 1 for v in caps) or any(b > a for a, b in zip(caps, caps[1:])):
+        raise RecurError(f"model.lm.capacity '{c.capacity}' must be non-increasing fractions in (0, 1]")
+    return caps

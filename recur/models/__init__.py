@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from ..config import ModelConfig
+from .lm import LanguageModel
 from .transformer import Transformer
 from .trm import TRM
 
-REGISTRY = {"trm": TRM, "transformer": Transformer}
+REGISTRY = {"trm": TRM, "transformer": Transformer, "lm": LanguageModel}
 
 
 def build_model(cfg: ModelConfig, info: dict, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

@@ -1,4 +1,5 @@
-"""Shared building blocks: LeCun-truncated-normal linears, weightless RMSNorm, SwiGLU, RoPE attention.
+"""Shared building blocks: LeCun-truncated-normal linears, RMSNorm, SwiGLU, RoPE attention (non-causal for the
+puzzle models; causal with a KV cache and key masks for the language models), post-norm, pre-norm and sandwich blocks.
 
 Weights live in float32 and are cast to the activations' dtype at use, so a model runs in
 bfloat16 on a GPU while its master weights (and optimizer) stay float32, as in the reference.
@@ -7,6 +8,7 @@ bfloat16 on a GPU while its master weights (and optimizer) stay float32, as in t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -158,3 +160,171 @@ class Stack(nn.Module):
         for layer in self.layers:
             h = layer(h, rope)
         return h
+
+
+# --------------------------------------------------------------------------- causal language-model blocks
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned per-channel weight (Llama, Huginn), normalised in float32."""
+
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return rms_norm(h, self.eps) * self.weight.to(h.dtype)
+
+
+@dataclass
+class KVSlot:
+    """The cached keys and values of one attention layer application, for positions 0..L-1."""
+
+    k: torch.Tensor
+    """[B, H, L, Dh] keys (RoPE already applied)."""
+    v: torch.Tensor
+    """[B, H, L, Dh] values."""
+    valid: torch.Tensor
+    """[B, L] bool: the position has an entry (a token that skipped this application has none)."""
+
+    @classmethod
+    def empty(cls, batch: int, heads: int, length: int, head_dim: int, dtype, device) -> KVSlot:
+        k = torch.zeros(batch, heads, length, head_dim, dtype=dtype, device=device)
+        return cls(k, torch.zeros_like(k), torch.zeros(batch, length, dtype=torch.bool, device=device))
+
+    def copy_from(self, src: KVSlot, start: int, end: int) -> None:
+        """Positions start..end-1 take src's entries (a token that stopped early keeps its last ones)."""
+        self.k[:, :, start:end] = src.k[:, :, start:end]
+        self.v[:, :, start:end] = src.v[:, :, start:end]
+        self.valid[:, start:end] = src.valid[:, start:end]
+
+
+@dataclass
+class KV:
+    """How one attention call forms its keys. Without a slot the keys are the call's own tokens; with one,
+    the call first writes its tokens' keys into the slot at positions start.. and then reads the slot."""
+
+    start: int = 0
+    """Position of the call's first token."""
+    active: torch.Tensor | None = None
+    """[B, S] bool: the tokens whose keys exist at this application (MoR: the selected ones); None = all."""
+    slot: KVSlot | None = None
+    """The cache this call writes into and reads from."""
+    read_only: bool = False
+    """Reuse the slot's keys and values as they are (recursive KV sharing): only queries are computed."""
+    hold: KVSlot | None = None
+    """With hold_mask: the slot whose entries the held tokens keep (their last iteration's, after an exit)."""
+    hold_mask: torch.Tensor | None = None
+    """[B, S] bool: tokens that have exited; their keys are copied from `hold` instead of recomputed."""
+
+
+class LMCache:
+    """Per-sequence KV caches of a language model: one KVSlot per key (layer application), made on first use.
+    `length` is the number of positions already processed; `budget` the iteration slots per looped layer."""
+
+    def __init__(self, batch: int, length: int, heads: int, head_dim: int, dtype, device, budget: int = 1):
+        self.shape = (batch, heads, length, head_dim)
+        self.dtype, self.device, self.budget = dtype, device, budget
+        self.length = 0
+        self.slots: dict[tuple, KVSlot] = {}
+        self.coda_per_iteration: bool | None = None  # recurrent family: set by the first call (see looped.py)
+
+    def slot(self, key: tuple) -> KVSlot:
+        if key not in self.slots:
+            self.slots[key] = KVSlot.empty(*self.shape, self.dtype, self.device)
+        return self.slots[key]
+
+
+def _sdpa(q, k, v, mask=None, causal=False):
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:  # see `attend`
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+
+
+class CausalAttention(nn.Module):
+    """Causal multi-head self-attention with RoPE, a KV cache and key masks (see KV)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.qkv = Linear(width, 3 * width)
+        self.out = Linear(width, width)
+
+    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv: KV | None = None) -> torch.Tensor:
+        """h [B, S, D]; rope = cos, sin [S, Dh] (or [B, S, Dh] for gathered tokens) at h's positions."""
+        B, S, D = h.shape
+        if kv is not None and kv.read_only:  # keys and values come from the slot
+            q = F.linear(h, self.qkv.weight[:D].to(h.dtype)).view(B, S, self.heads, self.head_dim)
+            q = apply_rope(q, *rope).transpose(1, 2)
+        else:
+            q, k, v = self.qkv(h).view(B, S, 3, self.heads, self.head_dim).unbind(2)  # each [B, S, H, Dh]
+            q, k = apply_rope(q, *rope).transpose(1, 2), apply_rope(k, *rope).transpose(1, 2)
+            v = v.transpose(1, 2)  # [B, H, S, Dh]
+        if kv is None or (kv.slot is None and kv.active is None):
+            o = _sdpa(q, k, v, causal=True)
+        else:
+            o = self._masked(q, k if not kv.read_only else None, v if not kv.read_only else None, kv)
+        return self.out(o.transpose(1, 2).reshape(B, S, D))
+
+    @staticmethod
+    def _masked(q, k, v, kv: KV) -> torch.Tensor:
+        B, S, start = q.shape[0], q.shape[2], kv.start
+        if kv.slot is None:  # the call's own tokens, some without keys
+            keys, values, valid = k, v, kv.active
+            k_pos = torch.arange(start, start + S, device=q.device)
+        else:
+            slot, end = kv.slot, start + S
+            if not kv.read_only:
+                new = torch.ones(B, S, dtype=torch.bool, device=q.device) if kv.active is None else kv.active
+                if kv.hold is not None:
+                    held = kv.hold_mask
+                    k = torch.where(held[:, None, :, None], kv.hold.k[:, :, start:end], k)
+                    v = torch.where(held[:, None, :, None], kv.hold.v[:, :, start:end], v)
+                    new = torch.where(held, kv.hold.valid[:, start:end], new)
+                w = new[:, None, :, None]
+                slot.k[:, :, start:end] = torch.where(w, k, slot.k[:, :, start:end])
+                slot.v[:, :, start:end] = torch.where(w, v, slot.v[:, :, start:end])
+                slot.valid[:, start:end] = slot.valid[:, start:end] | new
+            keys, values, valid = slot.k[:, :, :end], slot.v[:, :, :end], slot.valid[:, :end]
+            k_pos = torch.arange(end, device=q.device)
+        q_pos = torch.arange(start, start + S, device=q.device)
+        mask = (k_pos[None, :] <= q_pos[:, None])[None] & valid[:, None, :]  # [B, S, S_k]
+        # a query without any key (a token that skips this application) attends everywhere; its output is unused
+        mask = mask | ~mask.any(-1, keepdim=True)
+        return _sdpa(q, keys, values, mask=mask[:, None])
+
+
+class DecoderBlock(nn.Module):
+    """Llama-style pre-norm block: h += attn(norm(h)); h += mlp(norm(h))."""
+
+    def __init__(self, width: int, heads: int, expansion: float, eps: float):
+        super().__init__()
+        self.norm_attn, self.norm_mlp = RMSNorm(width, eps), RMSNorm(width, eps)
+        self.attn = CausalAttention(width, heads)
+        self.mlp = SwiGLU(width, expansion)
+
+    def forward(self, h: torch.Tensor, rope, kv: KV | None = None) -> torch.Tensor:
+        h = h + self.attn(self.norm_attn(h), rope, kv)
+        return h + self.mlp(self.norm_mlp(h))
+
+
+class SandwichBlock(nn.Module):
+    """Huginn's sandwich block, a norm before and after both mixers: h = n2(h + attn(n1(h))); h = n4(h + mlp(n3(h)))."""
+
+    def __init__(self, width: int, heads: int, expansion: float, eps: float):
+        super().__init__()
+        self.norms = nn.ModuleList(RMSNorm(width, eps) for _ in range(4))
+        self.attn = CausalAttention(width, heads)
+        self.mlp = SwiGLU(width, expansion)
+
+    def forward(self, h: torch.Tensor, rope, kv: KV | None = None) -> torch.Tensor:
+        n1, n2, n3, n4 = self.norms
+        h = n2(h + self.attn(n1(h), rope, kv))
+        return n4(h + self.mlp(n3(h)))
+
+
+def block_flops(width: int, expansion: float, keys: float) -> float:
+    """Matmul FLOPs per token of one causal block whose query attends to `keys` keys: 2*(4D^2 + 2*keys*D + 3*D*F)."""
+    return 2.0 * (4 * width**2 + 2 * keys * width + 3 * width * ffn_width(width, expansion))
