@@ -10,12 +10,13 @@ __version__ = "0.1.0"
 
 
 def load(path, device: str = "auto", precision: str | None = None, compile: bool = False):
-    """Load a trained model from a run directory, checkpoint directory or model.safetensors file
+    """Load a trained model (a recur.api.Recur, or a recur.api.RecurLM for a language model) from a run directory,
+    checkpoint directory or model.safetensors file
     (`precision`: auto, float32 or bfloat16 in place of the run's train.precision; `compile`:
     torch.compile the net, worth its warm-up for thousands of puzzles)."""
-    from .api import Recur
+    from .api import load as load_model
 
-    return Recur.load(path, device, precision, compile)
+    return load_model(path, device, precision, compile)
 
 
 def __getattr__(name: str):

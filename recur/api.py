@@ -1,8 +1,10 @@
-"""The Python API: a trained model that predicts.
+"""The Python API: a trained model that predicts (puzzles) or generates (language models).
 
-    model = recur.load("runs/quickstart-20261126-101500")
+    model = recur.load("runs/quickstart-20261126-101500")      # a Recur
     pred = model.predict(inputs, halt="adaptive")
     pred.tokens, pred.logits, pred.steps, pred.per_step
+    lm = recur.load("runs/lm-cpu-20261202-101500")             # a RecurLM
+    for piece, depth in lm.generate("def main(", 64): print(piece, end="")
 """
 
 from __future__ import annotations
@@ -38,8 +40,36 @@ class Prediction:
     """[S, B] the halting score after every supervision step (the sample halts when > 0)."""
 
 
-class Recur:
-    """A trained recursive model with its config, dataset info and task."""
+def load(path: str | Path, device: str = "auto", precision: str | None = None, compile: bool = False):
+    """A Recur (puzzle models) or a RecurLM (model.arch=lm) from a run directory, checkpoint directory or
+    model.safetensors file. `precision` (auto, float32, bfloat16) overrides the run's train.precision; `compile`
+    runs the net under torch.compile: the first batch waits for the compiler (tens of seconds), so it pays off for
+    thousands of puzzles, not for a few."""
+    notes: list[str] = []
+    source = checkpoint.resolve(path, notes)
+    weights, meta = checkpoint.read_model(source)
+    try:
+        cfg = from_dict(RunConfig, meta["config"])
+        info, task = meta["info"], meta["task"]
+    except KeyError as e:
+        raise RecurError(f"{path}: checkpoint header lacks {e}") from None
+    if task not in REGISTRY:
+        raise RecurError(f"{path} was trained on task '{task}', which this recur does not know")
+    dev = pick_device(device)
+    if precision is not None and precision not in PRECISIONS:
+        raise RecurError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    module = build_model(cfg.model, info, pick_dtype(precision or cfg.train.precision, dev))
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as e:
+        raise RecurError(f"{path}: weights do not fit the model in its config: {str(e).splitlines()[0]}") from None
+    module = module.to(dev)
+    cls = RecurLM if cfg.model.arch == "lm" else Recur
+    return cls(torch.compile(module) if compile else module, cfg, info, task, dev, meta, source, notes)
+
+
+class Trained:
+    """A trained model with its config, dataset info and task."""
 
     def __init__(self, module: torch.nn.Module, cfg: RunConfig, info: dict, task: str, device: torch.device,
                  meta: dict, source: Path | None = None, notes: list[str] = ()):
@@ -63,31 +93,9 @@ class Recur:
         step = self.meta.get("step")
         return f"{self.source}" + (f" (step {step})" if step is not None else "")
 
-    @classmethod
-    def load(cls, path: str | Path, device: str = "auto", precision: str | None = None, compile: bool = False) -> Recur:
-        """`precision` (auto, float32, bfloat16) overrides the run's train.precision for inference.
-        `compile` runs the net under torch.compile: the first batch waits for the compiler (tens of
-        seconds), so it pays off for thousands of puzzles, not for a few."""
-        notes: list[str] = []
-        source = checkpoint.resolve(path, notes)
-        weights, meta = checkpoint.read_model(source)
-        try:
-            cfg = from_dict(RunConfig, meta["config"])
-            info, task = meta["info"], meta["task"]
-        except KeyError as e:
-            raise RecurError(f"{path}: checkpoint header lacks {e}") from None
-        if task not in REGISTRY:
-            raise RecurError(f"{path} was trained on task '{task}', which this recur does not know")
-        dev = pick_device(device)
-        if precision is not None and precision not in PRECISIONS:
-            raise RecurError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        module = build_model(cfg.model, info, pick_dtype(precision or cfg.train.precision, dev))
-        try:
-            module.load_state_dict(weights)
-        except RuntimeError as e:
-            raise RecurError(f"{path}: weights do not fit the model in its config: {str(e).splitlines()[0]}") from None
-        module = module.to(dev)
-        return cls(torch.compile(module) if compile else module, cfg, info, task, dev, meta, source, notes)
+
+class Recur(Trained):
+    """A trained recursive puzzle model."""
 
     @property
     def n_sup(self) -> int:
@@ -149,3 +157,49 @@ class Recur:
         """Puzzle texts -> (input tokens [B, L], Prediction); malformed text raises RecurError."""
         inputs = np.stack([self.task.parse(p, self.info) for p in puzzles])
         return inputs, self.predict(inputs, steps=steps, halt=halt, threshold=threshold)
+
+
+class RecurLM(Trained):
+    """A trained language model (model.arch=lm)."""
+
+    def tokenizer(self, path: str | None = None):
+        """The model's tokenizer: the byte tokenizer, or the tokenizers JSON file at `path` (checked against the
+        one the model was trained with)."""
+        from .tasks.text import check_tokenizer, info_tokenizer, load_tokenizer
+
+        if path is None:
+            return info_tokenizer(self.info)
+        tok = load_tokenizer(path)
+        check_tokenizer(tok, self.info, f"the model {self.source}")
+        return tok
+
+    def generate(self, prompt: str, max_new_tokens: int = 64, tokenizer: str | None = None, **options):
+        """Yield (text piece, depth) per generated token after `prompt` (BOS + its tokens), decoding with the KV
+        cache, at most `max_new_tokens` and never past the model's context; `options` are recur.generate.stream's
+        (temperature, top_k, seed, depth, exit, threshold, warm_start, kv_budget). Stops at EOS. Byte pieces that
+        end mid-character wait for the rest."""
+        import codecs
+
+        from .generate import stream
+        from .tasks.text import BOS, EOS, OFFSET
+
+        tok = self.tokenizer(tokenizer)
+        ids = np.concatenate(([BOS], tok.encode(prompt))).astype(np.int64)
+        room = self.module.context - len(ids)
+        if room < 1:
+            raise RecurError(f"the prompt is {len(ids)} tokens (with BOS); the model's context of "
+                             f"{self.module.context} leaves no room to generate")
+        max_new_tokens = min(max_new_tokens, room)  # a window ends where the model's context does
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        seen: list[int] = []
+        for step in stream(self.module, ids, max_new_tokens, stop=EOS, **options):
+            t, depth = int(step.token[0]), int(step.depth[0])
+            if t == EOS:
+                break
+            if tok.name == "byte":
+                piece = utf8.decode(bytes([t - OFFSET])) if t >= OFFSET else ""
+            else:  # a subword tokenizer: decode the whole continuation and emit what is new
+                before = tok.decode(seen)
+                seen.append(t)
+                piece = tok.decode(seen)[len(before):]
+            yield piece, depth

@@ -64,7 +64,9 @@ def _report(trainer, cfg, summary) -> None:
     from .evaluate import show
 
     ev = summary["eval"]
-    if ev:
+    if cfg.model.arch == "lm":
+        _report_lm(trainer, cfg, summary)
+    elif ev:
         protocol = f"all {cfg.recursion.n_sup} steps" if ev["halt"] == "none" else "adaptive halting"
         print(f"\nheld-out exact accuracy {ev['exact_accuracy']:.3f} on {ev['examples']} puzzles ({protocol}; "
               f"adaptive halting: {ev['exact_adaptive']:.3f} with {ev['mean_steps_adaptive']:.1f} steps on average)"
@@ -72,7 +74,7 @@ def _report(trainer, cfg, summary) -> None:
         print(f"cost per example: {summary['train_net_calls_per_example']:.1f} net calls "
               f"({summary['train_flops_per_example'] / 1e9:.3g} GFLOP) in training, {ev['net_calls']:.0f} net calls "
               f"({ev['flops'] / 1e9:.3g} GFLOP) in evaluation, {ev['net_calls_adaptive']:.1f} with adaptive halting")
-    if cfg.eval.show:
+    if cfg.eval.show and cfg.model.arch != "lm":
         model = Recur(trainer.eval_model, cfg, trainer.data.info, trainer.data.meta["task"], trainer.device, {})
         split = trainer.test_split
         idx = np.random.default_rng(cfg.seed).choice(len(split), size=min(cfg.eval.show, len(split)), replace=False)
@@ -84,6 +86,34 @@ def _report(trainer, cfg, summary) -> None:
                               b["labels"][i]))
     print(f"\ncheckpoint: {summary['checkpoint']}")
     print(f"plot:       {summary['plot'] or 'not drawn (install matplotlib: pip install recur[plot])'}")
+
+
+def _report_lm(trainer, cfg, summary) -> None:
+    """A language model's end of training: validation NLL, cost, and a few test prompts continued greedily."""
+    from .api import RecurLM
+
+    ev = summary["eval"]
+    if ev:
+        print(f"\nvalidation NLL {ev['nll']:.4f} per token (perplexity {ev['ppl']:.2f}) on {ev['tokens']:,} tokens; "
+              f"token accuracy {ev['token_accuracy']:.3f}, exact {ev['exact_accuracy']:.3f}, mean depth "
+              f"{ev['mean_depth']:.2f}" + "".join(f"\n{k}: {v:.3f}" for k, v in ev["task"].items()))
+    print(f"{summary['unique_params']:,} unique parameters; {summary['train_tokens']:,} training tokens, "
+          f"{summary['train_flops_per_token'] / 1e6:.3g} MFLOP per token")
+    if cfg.eval.show and len(trainer.test_split):
+        model = RecurLM(trainer.eval_model, cfg, trainer.data.info, trainer.data.meta["task"], trainer.device, {})
+        idx = np.random.default_rng(cfg.seed).choice(len(trainer.test_split), size=min(cfg.eval.show,
+                                                     len(trainer.test_split)), replace=False)
+        print("\nheld-out prompts, continued greedily:")
+        for i in np.sort(idx):
+            prompt = _lm_prompt(model, trainer.test_split.batch(np.array([i]))["inputs"][0])
+            text = "".join(piece for piece, _ in model.generate(prompt, 48))
+            print(f"  {prompt!r} -> {text!r}")
+
+
+def _lm_prompt(model, tokens) -> str:
+    """A prompt cut from a test window: a synthetic task's question (up to '='), else the first 48 tokens."""
+    text = model.task.render(tokens, model.info)
+    return text.split("=", 1)[0] + "=" if model.task.name != "text" else model.task.render(tokens[:48], model.info)
 
 
 def _check_counts(a) -> None:
@@ -99,22 +129,25 @@ def _check_counts(a) -> None:
 def _load(path, a):
     """recur.load with the command's runtime options; the damaged newer checkpoints it skipped are noted on stderr
     (the command names the checkpoint it used in its output)."""
-    from .api import Recur
+    from .api import load
 
-    model = Recur.load(path, a.device, a.precision, a.compile)
+    model = load(path, a.device, a.precision, a.compile)
     for note in model.notes:
         print(f"recur: note: {note}", file=sys.stderr)
     return model
 
 
 def cmd_eval(a) -> None:
+    from .api import RecurLM
     from .evaluate import evaluate
 
     _check_counts(a)
     model, split, data_dir = _model_and_split(a)
+    if isinstance(model, RecurLM):
+        return _eval_lm(a, model, split, data_dir)
     res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
                    model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info,
-                   feedback=model.cfg.recursion.feedback, guidance=a.guidance, threshold=a.threshold,
+                   feedback=model.cfg.recursion.feedback, guidance=a.guidance, threshold=a.threshold or 0.0,
                    samples=a.samples, noise=a.noise)
     if a.json:
         print(json.dumps({"checkpoint": str(model.source), "step": model.meta.get("step"), **res}))
@@ -128,6 +161,64 @@ def cmd_eval(a) -> None:
         print(f"{name} {value:.4f}")
     print("exact accuracy after each supervision step:")
     print("  " + "  ".join(f"{i + 1}:{v:.3f}" for i, v in enumerate(res["exact_per_step"])))
+
+
+def _eval_lm(a, model, split, data_dir) -> None:
+    """Validation NLL / perplexity and accuracy of a language model; the recurrent family at each --depth and with
+    --exit, whose cost is the mean depth per token."""
+    from .lm_engine import evaluate_lm
+
+    recurrent = model.module.looped is not None
+    if not recurrent and (a.depth or a.exit):
+        raise RecurError("--depth and --exit apply to recurrent-depth models (model.lm.family=recurrent)")
+    try:
+        depths = [int(d) for d in a.depth.split(",")] if a.depth else [None]
+    except ValueError:
+        raise RecurError(f"--depth takes depths like 1,2,4,8, got {a.depth!r}") from None
+    if any(d is not None and d < 1 for d in depths):
+        raise RecurError(f"--depth values must be >= 1, got {a.depth}")
+    rows = [{"depth": d or (model.cfg.model.lm.mean_depth if recurrent else None), "exit": a.exit,
+             **evaluate_lm(model.module, split, a.batch_size, model.device, limit=a.limit, task=model.task,
+                           info=model.info, depth=d, exit=a.exit, threshold=a.threshold)} for d in depths]
+    if a.json:
+        print(json.dumps({"checkpoint": str(model.source), "step": model.meta.get("step"), "results": rows}))
+        return
+    print(f"model {model.describe()}\non {data_dir}/{a.split}: {rows[0]['examples']} windows, "
+          f"{rows[0]['tokens']:,} supervised tokens")
+    tasks = sorted({k for r in rows for k in r["task"]})
+    print("| depth | exit | NLL | perplexity | token acc | exact | mean depth | MFLOP/token |" +
+          "".join(f" {k} |" for k in tasks))
+    print("|" + "---|" * (8 + len(tasks)))
+    for r in rows:
+        print(f"| {r['depth'] or '-'} | {r['exit'] or 'none'} | {r['nll']:.4f} | {r['ppl']:.2f} | "
+              f"{r['token_accuracy']:.4f} | {r['exact_accuracy']:.4f} | {r['mean_depth']:.2f} | "
+              f"{r['flops_per_token'] / 1e6:.3g} |" + "".join(f" {r['task'].get(k, float('nan')):.3f} |" for k in tasks))
+
+
+def cmd_generate(a) -> None:
+    import time
+
+    from .api import RecurLM
+
+    model = _load(a.path, a)
+    if not isinstance(model, RecurLM):
+        raise RecurError(f"{a.path} is a puzzle model; `recur solve` answers puzzles, `recur generate` is for "
+                         f"language models (model.arch=lm)")
+    options = {"temperature": a.temperature, "top_k": a.top_k, "seed": a.seed}
+    if model.module.looped is not None:
+        options.update(depth=a.depth, exit=a.exit, threshold=a.threshold, warm_start=a.warm_start,
+                       kv_budget=a.kv_budget)
+    elif a.depth or a.exit or a.warm_start or a.kv_budget:
+        raise RecurError("--depth, --exit, --warm-start and --kv-budget apply to recurrent-depth models")
+    t0, count, depth = time.perf_counter(), 0, 0
+    sys.stdout.write(a.prompt)
+    for piece, used in model.generate(a.prompt, a.max_new_tokens, a.tokenizer, **options):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        count, depth = count + 1, depth + used
+    dt = time.perf_counter() - t0
+    print(f"\nrecur: {count} tokens in {dt:.2f} s ({count / max(dt, 1e-9):.1f} tokens/s), mean depth "
+          f"{depth / max(count, 1):.2f} per token ({model.describe()})", file=sys.stderr)
 
 
 def _model_and_split(a):
@@ -326,7 +417,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256)
     _runtime_args(e)
     e.add_argument("--guidance", type=float, default=1.0, help="guided decoding w (1 = plain; see recur.inference)")
-    e.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
+    e.add_argument("--threshold", type=float, help="adaptive halting: halt once the score is > this (default 0); "
+                   "language models: the exit criterion's threshold (default: the reference's)")
+    e.add_argument("--depth", help="language models (recurrent family): comma-separated test-time depths, e.g. 1,2,4,8")
+    e.add_argument("--exit", choices=["none", "kl", "latent", "entropy", "argmax", "router"],
+                   help="language models (recurrent family): per-token adaptive exit criterion")
     e.add_argument("--samples", type=int, default=1, help="noisy trajectories per puzzle, best by the halting head")
     e.add_argument("--noise", type=float, default=0.1, help="std of the latent noise with --samples > 1")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -342,6 +437,23 @@ def parser() -> argparse.ArgumentParser:
     _runtime_args(f)
     f.add_argument("--out", help="where profile.json and plots/profile.png go (default: the model's run directory)")
     f.set_defaults(fn=cmd_profile)
+
+    g = sub.add_parser("generate", help="continue a prompt with a trained language model, token by token")
+    g.add_argument("path", help="run directory, checkpoint directory or model.safetensors of a language model")
+    g.add_argument("prompt", help="the text to continue")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--depth", type=int, help="recurrent family: core iterations per token (default model.lm.mean_depth)")
+    g.add_argument("--exit", choices=["none", "kl", "latent", "entropy", "argmax", "router"],
+                   help="recurrent family: per-token adaptive exit (default model.lm.exit)")
+    g.add_argument("--threshold", type=float, help="the exit criterion's threshold (default: the reference's)")
+    g.add_argument("--warm-start", action="store_true", help="start each token's recurrence from the previous one's")
+    g.add_argument("--kv-budget", type=int, default=0, help="recurrent family: KV slots per core layer (0 = exact)")
+    g.add_argument("--tokenizer", help="the tokenizers JSON file the model was trained with (byte models need none)")
+    _runtime_args(g)
+    g.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("solve", help="solve a puzzle given as text, or every puzzle in a file")
     s.add_argument("puzzle", help="a puzzle string (e.g. 81 characters, . or 0 for blanks) or a file of them")

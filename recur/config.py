@@ -219,12 +219,17 @@ DataConfig = _data_config()
 class OptimConfig:
     """Optimizers, learning-rate schedule and EMA."""
 
+    optimizer: Literal["adam_atan2", "adamw"] = "adam_atan2"
+    """The dense weights' optimizer: AdamATan2 (the TRM/HRM reference; Huginn uses an atan2 Adam too) or AdamW
+    (eps 1e-8; the MoR recipe)."""
     lr: float = 1e-4
-    """Peak learning rate of AdamATan2."""
+    """Peak learning rate of the dense weights' optimizer."""
     betas: tuple[float, float] = (0.9, 0.95)
-    """AdamATan2 (beta1, beta2)."""
+    """Its (beta1, beta2)."""
     weight_decay: float = 0.1
-    """Decoupled weight decay of AdamATan2."""
+    """Its decoupled weight decay."""
+    grad_clip: float = 0.0
+    """Clip the dense gradients' global norm to this before each step (0 = off; the MoR recipe uses 1.0)."""
     warmup: int = 2000
     """Linear warm-up steps."""
     schedule: Literal["constant", "cosine"] = "constant"
@@ -551,6 +556,7 @@ def validate(cfg: RunConfig) -> None:
         (min(cfg.optim.weight_decay, cfg.optim.puzzle_emb_lr, cfg.optim.puzzle_emb_weight_decay) >= 0,
          "optim.weight_decay, puzzle_emb_lr and puzzle_emb_weight_decay must be >= 0"),
         (all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas must be in [0, 1)"),
+        (cfg.optim.grad_clip >= 0, "optim.grad_clip must be >= 0 (0 = off)"),
         (cfg.optim.warmup >= 0 and cfg.optim.lr >= 0, "optim.warmup and optim.lr must be >= 0"),
         (0 <= cfg.optim.ema_rate < 1, "optim.ema_rate must be in [0, 1)"),
     ]
@@ -558,6 +564,10 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise RecurError(message)
     _check_lm(m)
+    lm, text = cfg.model.arch == "lm", TASKS[cfg.data.task].text
+    if lm != text:
+        raise RecurError(f"data.task={cfg.data.task} is a {'text' if text else 'puzzle'} task; it needs "
+                         f"{'model.arch=lm' if text else 'a puzzle model (model.arch=trm or transformer)'}")
     getattr(cfg.data, cfg.data.task).check()
     curriculum_stages(r.curriculum)
 

@@ -196,7 +196,8 @@ def find(record: dict | str, run_dir: Path | None, missing_ok: bool = False) -> 
     is at any of these places)."""
     if isinstance(record, str):  # runs from before fingerprints: the path as given at training time
         record = {"path": record}
-    places = [Path(run_dir) / record["from_run"]] if run_dir is not None and "from_run" in record else []
+    places = ([Path(os.path.normpath(Path(run_dir) / record["from_run"]))]
+              if run_dir is not None and "from_run" in record else [])
     places.append(Path(record["path"]))
     if "settings" in record:
         places.append(default_dir(record["settings"]))

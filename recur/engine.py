@@ -7,8 +7,9 @@ when it needs one, chooses the depth of the step (a depth curriculum, a sampled 
 model, and returns the loss with *named* metrics; it also says what a checkpoint must hold to resume
 it, how its evaluation runs, and how its records read.
 
-Engines: recur.supervision.DeepSupervision (puzzles: the carry, halting, per-step targets) and the
-language-model engine. `build_engine` picks the one for a config.
+Engines: recur.supervision.DeepSupervision (puzzles: the carry, halting, per-step targets) and
+recur.lm_engine.LMEngine (next-token training, sampled recurrence depth). `build_engine` picks the one for a
+config.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class Engine(Protocol):
     def record(self, window: dict[str, float], steps: int) -> dict:
         """A metrics.jsonl training record from a log window's summed `sums` (over `steps` optimizer steps)."""
 
-    def summary(self, totals: dict[str, float]) -> dict:
-        """Run-long figures for summary.json from the summed `totals`."""
+    def summary(self, totals: dict[str, float], model: torch.nn.Module) -> dict:
+        """Run-long figures for summary.json from the summed `totals` (and the model's own cost figures)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint must hold to continue exactly (called on every rank; gathered where it is per-row)."""
@@ -62,6 +63,8 @@ class Engine(Protocol):
 def build_engine(cfg, info: dict, task, dist, device: torch.device, dtype: torch.dtype) -> Engine:
     """The engine of cfg.model.arch's family, for a dataset described by `info` (recur.data) on `device`, the
     model computing in `dtype`."""
+    from .lm_engine import LMEngine
     from .supervision import DeepSupervision
 
-    return DeepSupervision(cfg, dist, device, info, task, dtype)
+    engine = LMEngine if cfg.model.arch == "lm" else DeepSupervision
+    return engine(cfg, dist, device, info, task, dtype)

@@ -83,7 +83,12 @@ class SignSGD(torch.optim.Optimizer):
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
     dense = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(SPARSE_PREFIX)]
     sparse = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(SPARSE_PREFIX)]
-    opts: list[torch.optim.Optimizer] = [AdamATan2(dense, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)]
+    if cfg.optimizer == "adamw":
+        main: torch.optim.Optimizer = torch.optim.AdamW(dense, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                                                        foreach=True)
+    else:
+        main = AdamATan2(dense, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opts = [main]
     if sparse:
         opts.append(SignSGD(sparse, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay))
     return opts

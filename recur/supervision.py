@@ -214,9 +214,10 @@ class DeepSupervision:
         rec["halted"] = int(window["count"])
         return rec
 
-    def summary(self, totals: dict[str, float]) -> dict:
+    def summary(self, totals: dict[str, float], model) -> dict:
         n = max(totals["examples"], 1.0)
-        return {"train_net_calls_per_example": totals["calls"] / n, "train_flops_per_example": totals["flops"] / n}
+        return {"net_calls_per_step": model.net_calls, "train_net_calls_per_example": totals["calls"] / n,
+                "train_flops_per_example": totals["flops"] / n}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         # the carry is gathered in rank order, so a resume may use any number of processes

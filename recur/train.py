@@ -300,6 +300,8 @@ class Trainer:
         res = self.engine.step(self.step_model, lambda: self._to_device(self.sampler.next()), self.step, total)
         res.loss.backward()
         self.dist.sync_grads(self.model)
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.opts[0].param_groups[0]["params"], self.cfg.optim.grad_clip)
         lr = set_lr(self.opts, self.cfg.optim, self.step + 1, total)
         for opt in self.opts:
             opt.step()
@@ -362,7 +364,7 @@ class Trainer:
         totals = {k: v.item() for k, v in self._reduce(self.totals).items()}
         summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
                    "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
-                   "net_calls_per_step": self.model.net_calls, **self.engine.summary(totals),
+                   **self.engine.summary(totals, self.model),
                    "eval": last_eval,
                    "checkpoint": str(last_ckpt) if last_ckpt else None}
         if self.dist.main:

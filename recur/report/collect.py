@@ -177,6 +177,10 @@ def collect_run(path: str | Path, sample: int = SAMPLE, examples: int = EXAMPLES
             run["config"] = model.meta.get("config")
         if run["params"] is None:  # as summary.json counts them: puzzle embeddings are per-puzzle tables
             run["params"] = sum(p.numel() for n, p in model.module.named_parameters() if not n.startswith("puzzle_emb"))
+    if model is not None and model.cfg.model.arch == "lm":  # the viewer steps through puzzle recursions
+        notes.append("a language model: training curves and costs only (no step-through viewer; "
+                     "`recur eval RUN --depth ...` measures it at any depth)")
+        model = None
     record = run["meta"].get("dataset") or (model.meta.get("dataset") if model else None)
     dataset = _dataset(data, record, model.run_dir if model else path, run, notes)
     run["cost"] = _cost(run, model)
@@ -223,10 +227,10 @@ def _read_run_files(path: Path, run: dict, notes: list[str]) -> None:
 
 
 def _load(ckpt: Path, device: str, notes: list[str]):
-    from ..api import Recur
+    from ..api import load
 
     try:
-        return Recur.load(ckpt, device)
+        return load(ckpt, device)
     except RecurError as e:
         notes.append(f"checkpoint {ckpt.name} cannot be loaded: {e}")
         return None

@@ -25,6 +25,8 @@ class Task:
     """Base class of the task registry entries (see recur.tasks.REGISTRY)."""
 
     name: str = ""
+    text: bool = False
+    """Sequences for the language models (model.arch=lm: inputs and labels shifted by one), not puzzles."""
     config: type
     """The task's data settings, a dataclass with field docstrings and a `check()` that raises RecurError on
     settings no dataset can be built from; it becomes the config section `data.<name>`."""

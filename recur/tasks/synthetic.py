@@ -92,6 +92,8 @@ class SortingTextData:
 class SyntheticText(Task):
     """What the three tasks share: layout, dataset build, parsing, verification and scoring."""
 
+    text = True
+
     pattern: str = ""
     """The prompt without its '=' (a regular expression)."""
     example: str = ""

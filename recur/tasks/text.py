@@ -280,6 +280,7 @@ class Text(Task):
     """A text corpus as a recur task; `parse` turns a prompt into tokens, `render` tokens into text."""
 
     name = "text"
+    text = True
     config = TextData
 
     def build(self, cfg: TextData, seed: int) -> tuple[dict[str, Split], dict]:
