@@ -98,12 +98,13 @@ def task_hashes(pairs: list[tuple[np.ndarray, np.ndarray | None]], dihedrals: np
 
 
 def candidates(count: int, seed: int, task_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` candidate augmentations of a task: (dihedral uint8 [count], colours uint8 [count, 10])."""
-    rng = np.random.default_rng(derive_seed(seed, f"arc augment {task_id}"))
-    d = rng.integers(0, 8, count).astype(np.uint8)
+    """The first `count` candidate augmentations of a task: (dihedral uint8 [count], colours uint8 [count, 10]).
+    Candidate j comes from the j-th row of 10 uniform numbers of the task's stream, so it does not depend
+    on `count`."""
+    u = np.random.default_rng(derive_seed(seed, f"arc augment {task_id}")).random((count, 10))
     colours = np.zeros((count, 10), np.uint8)
-    colours[:, 1:] = np.argsort(rng.random((count, 9)), axis=1) + 1
-    return d, colours
+    colours[:, 1:] = np.argsort(u[:, 1:], axis=1) + 1
+    return (u[:, 0] * 8).astype(np.uint8), colours
 
 
 def table(pairs: list[tuple[np.ndarray, np.ndarray | None]], k: int, seed: int, task_id: str
