@@ -161,3 +161,17 @@ def test_max_tasks_canvas_and_overlap_settings(tmp_path):
     assert dropped.info["train_tasks"] == len(train)
     with pytest.raises(RecurError, match="data.arc.canvas must be in 2..30"):
         config(tmp_path / "src", "data.arc.canvas=31")
+
+
+def test_arc_presets_are_the_trm_att_recipe():
+    from recur.models import build_model
+    for name, train, test in [("arc1", "kaggle:training kaggle:concept", "kaggle:evaluation"),
+                              ("arc2", "kaggle:training2 kaggle:concept", "kaggle:evaluation2")]:
+        cfg = load_config(name)
+        m, o, a = cfg.model, cfg.optim, cfg.data.arc
+        assert (m.hidden, m.heads, m.T, m.n, m.layers, m.prefix_len, m.puzzle_emb_dim) == (512, 8, 3, 4, 2, 16, 512)
+        assert (o.lr, o.puzzle_emb_lr, o.weight_decay, o.warmup, o.ema, cfg.train.batch_size) == (1e-4, 1e-2, 0.1, 2000, True, 768)
+        assert (cfg.data.task, a.train, a.test, a.augmentations, a.canvas) == ("arc", train, test, 1000, 30)
+    model = build_model(load_config("arc1").model, {"vocab_size": 12, "seq_len": 900, "num_puzzle_ids": 1})
+    dense = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("puzzle_emb"))
+    assert dense == 6_829_058  # the reference TRM-Att ARC model's parameter count
