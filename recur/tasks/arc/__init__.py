@@ -93,20 +93,21 @@ def select_tasks(cfg: ArcData, seed: int) -> tuple[list[ArcTask], list[ArcTask],
         dropped = f" ({n_train - len(train)} + {n_test - len(test)} left out: a grid larger than {cfg.canvas}x{cfg.canvas})"
     train, test = _subset(train, cfg.max_tasks, seed), _subset(test, cfg.max_tasks, seed)
     if not test:
-        raise RecurError(f"data.arc: no test task is left{dropped or ''}; check data.arc.test and data.arc.canvas")
+        raise RecurError(f"data.arc: no test task is left{dropped}; check data.arc.test and data.arc.canvas")
     leaks = overlap(train, test)
-    line = f"arc: {len(train)} training tasks, {len(test)} test tasks{dropped}; "
-    if not leaks:
-        return train, test, line + "no training task shares an id or a pair with a test task"
     first = ", ".join(leaks[:3]) + (", ..." if len(leaks) > 3 else "")
-    if cfg.overlap == "refuse":
+    if leaks and cfg.overlap == "refuse":
         raise RecurError(f"data.arc: {len(leaks)} training tasks share an id or a pair with a test task ({first}), "
                          "which leaks test answers; set data.arc.overlap=drop to leave them out (or warn to keep them)")
-    if cfg.overlap == "drop":
+    if leaks and cfg.overlap == "drop":
         gone = set(leaks)
         train = [t for t in train if t.id not in gone]
-        return train, test, line + f"left out {len(leaks)} training tasks that overlap the test tasks ({first})"
-    return train, test, line + f"WARNING: {len(leaks)} training tasks overlap the test tasks ({first}); kept"
+        note = f"left out {len(leaks)} training tasks that share an id or a pair with a test task ({first})"
+    elif leaks:
+        note = f"WARNING: kept {len(leaks)} training tasks that share an id or a pair with a test task ({first})"
+    else:
+        note = "no training task shares an id or a pair with a test task"
+    return train, test, f"arc: {len(train)} training tasks, {len(test)} test tasks{dropped}; {note}"
 
 
 def build_splits(cfg: ArcData, seed: int) -> tuple[dict[str, Split], dict]:

@@ -9,8 +9,8 @@ Files of a split, besides recur.data's puzzle_ids / puzzle_index / group_index:
   grid_shape       uint8 [G, 2]     its (height, width)
   pair_input       int32 [Q]        the input grid of each pair
   pair_output      int32 [Q]        its output grid (-1: a test input whose solution is unknown)
-  pair_index       int32 [Q]        the pair's position in its task's demonstration list (train split)
-                                    or test list (test split)
+  pair_index       int32 [Q]        the pair's position in its task's demonstrations followed by its
+                                    test pairs (train split), or in its test pairs (test split)
   puzzle_task      int32 [P]        the task of each puzzle: a row of task_ids
   puzzle_aug       int32 [P]        its augmentation index (0 = the task as given)
   puzzle_dihedral  uint8 [P]        the augmentation: symmetry id (recur.tasks.common.dihedral) ...
@@ -28,6 +28,19 @@ Translation (training examples only, when a batch is drawn with its epochs): eac
 and output share a top-left offset drawn uniformly where both fit; one example per (puzzle, epoch)
 stays at (0, 0), as one per puzzle does in the reference. Every offset is a hash of (seed, epoch,
 example), so a resumed run draws the same ones. Test grids are always at (0, 0).
+
+Deliberate differences from the reference builder and sampler:
+- Offsets are drawn again every epoch; the reference draws each example's offset once, when it
+  writes the dataset, and the example kept at (0, 0) is then one per puzzle for all of training.
+- Task order is the sources' order and puzzle ids are numbered task by task; the reference shuffles
+  each subset with its global RNG first. So are the augmentations: drawn per (seed, task id) here,
+  from one global stream across tasks there (where adding a task changes every later task's).
+- The epoch scheme is the reference's (shuffle the groups, one puzzle per group, all its examples);
+  recur.data.TrainSampler's own differences hold (epochs run on without dropping a partial batch,
+  every draw is a function of (seed, epoch)).
+- A challenges file without solutions: the reference fills every missing test output with [[0]]
+  and trains (and scores) on it; here such a training task trains its demonstrations only, and a
+  test task can be voted on and submitted but not scored.
 """
 
 from __future__ import annotations
@@ -140,12 +153,9 @@ class ArcExamples:
         self.grids = np.ascontiguousarray(self.a["grids"]).reshape(-1)
         self.shapes = np.asarray(self.a["grid_shape"]).astype(np.int32)
 
-    def __len__(self) -> int:
-        return len(self.split.example_puzzle)
-
     def describe(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """For examples idx: task (row of task_ids), pair (index in the task's demonstration or test list),
-        augmentation index, puzzle (row of the split's puzzle arrays)."""
+        """For examples idx: task (row of task_ids), pair (pair_index: for the test split the test input's index
+        in its task), aug (augmentation index), puzzle (row of the puzzle arrays), pair_row (row of the pair arrays)."""
         idx = np.asarray(idx, np.int64)
         p = self.split.example_puzzle[idx]
         pair = self.a["puzzle_pair"][p] + (idx - self.split.arrays["puzzle_index"][p])

@@ -8,7 +8,9 @@ its vote count and the sum of its halting probabilities, so memory is bounded by
 test inputs x distinct answers (at most the 1 + K versions of each input), never by logits.
 Candidates rank by (count, then mean sigmoid(q_halt)) descending, as the reference evaluator;
 remaining ties go to the smaller grid bytes, so the order does not depend on which rank or batch
-came first. An answer whose top-left token is no colour (an empty crop) is no candidate.
+came first. An answer whose top-left token is no colour (an empty crop) is no candidate. The
+reference keys votes by (task, hash of the de-augmented input), so two identical test inputs of one
+task would share their votes; here each test input (task, index) votes on its own.
 
 The accumulator is made fresh for each evaluation. Voting across checkpoints (the reference's
 `aggregated_voting`, on by default there, TRM issue #35) is the caller's explicit choice: keep one
