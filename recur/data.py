@@ -11,6 +11,8 @@ The same settings and seed give byte-identical files. A run records where its da
 and relative to the run) and its fingerprint, so a run directory can be moved or copied and still finds
 its data, and a dataset changed on disk since is recognised (`find`). This module imports nothing from
 the models: tasks build arrays, the trainer turns batches into tensors.
+A batch-time task (ARC; see recur.tasks.base.Task.batch_time) stores no inputs/labels: its Split
+delegates `batch` to the task, passing the sampler's epoch of each row and the run seed.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def write(out: Path, splits: dict, info: dict, setting: dict) -> None:
             (tmp / name).mkdir()
             for key in arrays:  # ARRAYS, plus any extras the task keeps (Sudoku: per-example ratings)
                 np.save(tmp / name / f"{key}.npy", arrays[key])
-            meta["splits"][name] = {"examples": int(len(arrays["inputs"])), "puzzles": int(len(arrays["puzzle_ids"])),
+            meta["splits"][name] = {"examples": int(arrays["puzzle_index"][-1]), "puzzles": int(len(arrays["puzzle_ids"])),
                                     "groups": int(len(arrays["group_index"]) - 1)}
         meta["fingerprint"] = fingerprint(tmp)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
@@ -128,26 +130,34 @@ def read_metadata(path: Path) -> dict:
 class Split:
     """One split's arrays (memory-mapped) plus the example -> puzzle map."""
 
-    def __init__(self, path: Path, name: str, expect: dict):
+    def __init__(self, path: Path, name: str, expect: dict, task=None, info: dict | None = None):
         self.name = name
+        batch_time = task is not None and task.batch_time
         try:
-            self.arrays = {k: np.load(path / name / f"{k}.npy", mmap_mode="r") for k in ARRAYS}
+            self.arrays = {k: np.load(path / name / f"{k}.npy", mmap_mode="r")
+                           for k in (ARRAYS[2:] if batch_time else ARRAYS)}
         except (OSError, ValueError) as e:
             raise RecurError(f"dataset {path} split '{name}' is missing or corrupt: {e}") from None
         a = self.arrays
-        n, p, g = len(a["inputs"]), len(a["puzzle_ids"]), len(a["group_index"]) - 1
-        if (a["labels"].shape != a["inputs"].shape or len(a["puzzle_index"]) != p + 1
+        n = int(a["puzzle_index"][-1]) if batch_time else len(a["inputs"])
+        p, g = len(a["puzzle_ids"]), len(a["group_index"]) - 1
+        if ((not batch_time and a["labels"].shape != a["inputs"].shape) or len(a["puzzle_index"]) != p + 1
                 or (n, p, g) != (expect["examples"], expect["puzzles"], expect["groups"])
                 or a["puzzle_index"][-1] != n or a["group_index"][-1] != p):
             raise RecurError(f"dataset {path} split '{name}' has inconsistent array sizes (corrupt?)")
         counts = np.diff(a["puzzle_index"])
         self.example_puzzle = np.repeat(np.arange(p), counts)  # [N] puzzle of each example
+        self.size = n
+        self.examples = task.examples(path / name, self, info) if batch_time else None
 
     def __len__(self) -> int:
-        return len(self.arrays["inputs"])
+        return self.size
 
-    def batch(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Examples `idx` as int32 arrays: inputs [b, L], labels [b, L], puzzle_ids [b]."""
+    def batch(self, idx: np.ndarray, epochs: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+        """Examples `idx` as int32 arrays: inputs [b, L], labels [b, L], puzzle_ids [b]. `epochs` (the sampler's
+        epoch of each row) and `seed` (the run's) only matter to batch-time tasks, which may draw per epoch."""
+        if self.examples is not None:
+            return self.examples.batch(idx, epochs, seed)
         a = self.arrays
         return {"inputs": a["inputs"][idx].astype(np.int32), "labels": a["labels"][idx].astype(np.int32),
                 "puzzle_ids": a["puzzle_ids"][self.example_puzzle[idx]].astype(np.int32)}
@@ -163,7 +173,8 @@ class Dataset:
         self.task = REGISTRY.get(self.meta["task"])
         if self.task is None:
             raise RecurError(f"{path} is a '{self.meta['task']}' dataset, a task this recur does not know")
-        self.splits = {name: Split(self.path, name, sizes) for name, sizes in self.meta["splits"].items()}
+        self.splits = {name: Split(self.path, name, sizes, self.task, self.info)
+                       for name, sizes in self.meta["splits"].items()}
 
     @property
     def fingerprint(self) -> str:
@@ -254,23 +265,29 @@ class TrainSampler:
         within = within[np.lexsort((rng.random(len(owner)), owner))]  # sorted by owner, random inside
         return np.repeat(start, count) + within
 
-    def next_indices(self) -> np.ndarray:
-        """This rank's example indices [B/world] of the next global batch."""
-        parts, need = [], self.global_batch
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's example indices [B/world] of the next global batch, and the epoch each was drawn in."""
+        parts, epochs, need = [], [], self.global_batch
         while need:
             if self._order is None:
                 self._order = self._epoch_order(self.epoch)
             take = self._order[self.offset:self.offset + need]
             parts.append(take)
+            epochs.append(np.full(len(take), self.epoch, np.int64))
             need -= len(take)
             self.offset += len(take)
             if self.offset == len(self._order):
                 self.epoch, self.offset, self._order = self.epoch + 1, 0, None
-        idx = np.concatenate(parts)
-        return idx[self.rank * self.local:(self.rank + 1) * self.local]
+        mine = slice(self.rank * self.local, (self.rank + 1) * self.local)
+        return np.concatenate(parts)[mine], np.concatenate(epochs)[mine]
+
+    def next_indices(self) -> np.ndarray:
+        """This rank's example indices [B/world] of the next global batch."""
+        return self._draw()[0]
 
     def next(self) -> dict[str, np.ndarray]:
-        return self.split.batch(self.next_indices())
+        idx, epochs = self._draw()
+        return self.split.batch(idx, epochs, self.seed)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "offset": self.offset}

@@ -10,6 +10,9 @@ split in the on-disk layout of recur.data:
   group_index   int64 [N_groups + 1]          puzzles of group g (a base puzzle + its augmentations)
 
 plus `info`, a JSON-able dict with at least vocab_size, seq_len and num_puzzle_ids.
+
+A task with `batch_time = True` (ARC) stores no inputs/labels: its splits hold the index arrays and
+whatever compact files it needs, and `examples` makes each batch's tokens when it is drawn.
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ class Task:
     config: type
     """The task's data settings, a dataclass with field docstrings and a `check()` that raises RecurError on
     settings no dataset can be built from; it becomes the config section `data.<name>`."""
+
+    batch_time: bool = False
+    """Whether the task makes its examples' tokens when a batch is drawn (see `examples`) instead of storing
+    inputs.npy and labels.npy."""
+
+    def examples(self, path: Path, split, info: dict):
+        """For a batch-time task: the object that makes the examples of the recur.data.Split `split` (files in
+        `path`): `batch(idx, epochs=None, seed=0)` -> the dict Split.batch returns, where `epochs` [b] is the
+        training sampler's epoch of each row (None outside training) and `seed` the run seed."""
+        raise NotImplementedError
 
     def build(self, cfg, seed: int) -> tuple[dict[str, Split], dict]:
         """Build {"train": Split, "test": Split} and the info dict from the task's settings (a `config`)."""
