@@ -154,14 +154,20 @@ def test_missing_datasets_package_is_a_one_line_error(monkeypatch):
 
 
 def test_text_settings_are_config_sections_and_checked():
-    cfg = load_config(None, ["data.task=text", "data.text.context=64", "data.addition.max_digits=3"])
+    cfg = load_config(None, ["model.arch=lm", "data.task=text", "data.text.context=64", "data.addition.max_digits=3"])
     assert cfg.data.text.context == 64 and cfg.data.addition.max_digits == 3
     with pytest.raises(RecurError) as e:
-        load_config(None, ["data.task=text", "data.text.context=0"])
+        load_config(None, ["model.arch=lm", "data.task=text", "data.text.context=0"])
     one_line(e, "data.text.context")
     with pytest.raises(RecurError) as e:
-        load_config(None, ["data.task=parity", "data.parity.max_length=1", "data.parity.min_length=3"])
+        load_config(None, ["model.arch=lm", "data.task=parity", "data.parity.max_length=1", "data.parity.min_length=3"])
     one_line(e, "data.parity.max_length")
+    with pytest.raises(RecurError) as e:  # a text task needs a language model, a puzzle task a puzzle model
+        load_config(None, ["data.task=text"])
+    one_line(e, "model.arch=lm")
+    with pytest.raises(RecurError) as e:
+        load_config(None, ["model.arch=lm", "data.task=sudoku"])
+    one_line(e, "puzzle task")
 
 
 # --------------------------------------------------------------------------- synthetic tasks
