@@ -272,7 +272,9 @@ class TrainConfig:
     time_limit: float = 0.0
     """Stop after this many minutes of training (evaluation excluded) even before train.steps (0 = no limit)."""
     threads: int = 0
-    """CPU threads for torch (0 = torch's default)."""
+    """CPU threads for torch; 0 = auto: one per core, less the cores other processes keep busy when the run starts,
+    and down to one if a log window runs 3x slower than the best so far (on a busy 2-core machine two threads ran
+    5-7x slower than one, idle 1.7x faster; see docs/benchmarks.md). Thread counts do not change the results."""
     out_dir: str = "runs"
     """Parent directory of run directories."""
     run_name: str = ""

@@ -32,6 +32,27 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def busy_cores(samples: int = 5, gap_s: float = 0.02) -> int:
+    """How many cores other processes keep busy now: the median count of runnable threads in /proc/loadavg over
+    a few samples, less this process's one; 0 where /proc is not there."""
+    import statistics
+    import time
+
+    counts = []
+    for _ in range(samples):
+        try:
+            counts.append(int(open("/proc/loadavg").read().split()[3].split("/")[0]))
+        except (OSError, IndexError, ValueError):
+            return 0
+        time.sleep(gap_s)
+    return max(0, round(statistics.median(counts)) - 1)
+
+
+def auto_threads() -> int:
+    """CPU threads for train.threads=0: torch's default (one per core), less the cores already busy."""
+    return max(1, torch.get_num_threads() - busy_cores())
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX). Elsewhere oneDNN emulates
     bfloat16, slower than float32. (torch only exposes these checks privately; a torch without them counts as no.)"""

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import __version__, checkpoint
 from .config import RunConfig, from_dict, override, to_dict, validate
 from .data import Dataset, TrainSampler, find, prepare
-from .dist import Dist, pick_device, pick_dtype
+from .dist import Dist, auto_threads, pick_device, pick_dtype
 from .engine import build_engine
 from .errors import RecurError
 from .lock import LOCK_FILE, RunLock
@@ -89,8 +89,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.dist = Dist.from_env(self.device)
         self._say = say
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        if self.device.type == "cpu":
+            torch.set_num_threads(t.threads or auto_threads())
+        self.best_rate = 0.0  # the fastest log window so far (steps/s), for train.threads=0's slow-down check
         self.dtype = pick_dtype(t.precision, self.device)
         # one writer per run: rank 0 holds the run directory's lock until fit() ends
         self.lock = RunLock(self.run_dir, "resume" if resume else "train") if self.dist.main else None
@@ -316,6 +317,16 @@ class Trainer:
                     store[k] = store[k] + v.double() if k in store else v.detach().double()
         return lr
 
+    def _check_speed(self, rate: float) -> None:
+        """train.threads=0: threads that wait for cores another process took run several times slower than one
+        thread; drop to one when a window runs 3x slower than the best window so far."""
+        self.best_rate = max(self.best_rate, rate)
+        if (self.cfg.train.threads == 0 and self.device.type == "cpu" and torch.get_num_threads() > 1
+                and rate < self.best_rate / 3):
+            torch.set_num_threads(1)
+            self.say(f"note: training slowed to {rate:.2f} steps/s from {self.best_rate:.2f} (other processes on the "
+                     f"cores?); continuing with 1 thread (set train.threads to choose)")
+
     def _log_window(self, lr: float, seconds: float, steps: int, elapsed: float) -> dict:
         """Reduce the window's sums over ranks into one metrics.jsonl record (the engine names its fields), then
         clear them. `steps` in `seconds`: this process's speed."""
@@ -380,6 +391,7 @@ class Trainer:
         t = self.cfg.train
         total = t.steps
         t_log, s_log, side_s = t_start, self.step, 0.0  # side_s: evaluation and checkpoint time, not train_s
+        side_log = 0.0  # side_s at the last log record: a window's speed counts training steps only
         last_eval = last_ckpt = last_ckpt_step = None
         while self.step < total:
             if stop:  # Ctrl-C arrived during the last step: keep the work done so far, then stop
@@ -392,7 +404,8 @@ class Trainer:
                 t.time_limit and self.train_s_before + time.perf_counter() - t_start - side_s >= 60 * t.time_limit)
             if self.step % t.log_every == 0 or last:
                 now = time.perf_counter()
-                rec = self._log_window(lr, now - t_log, self.step - s_log, now - t_start)
+                rec = self._log_window(lr, now - t_log - (side_s - side_log), self.step - s_log, now - t_start)
+                self._check_speed(rec["steps_per_s"])
                 if not math.isfinite(rec["loss"]):
                     kept = checkpoint.list_checkpoints(self.run_dir)
                     raise RecurError(f"training diverged: the loss is {rec['loss']} by step {self.step}; the newest "
@@ -401,7 +414,7 @@ class Trainer:
                 self.log.write(rec)
                 bar.set_postfix({**{short: f"{rec[k]:.3f}" for k, short in self.engine.progress.items()},
                                  "lr": f"{lr:.1e}"}, refresh=False)
-                t_log, s_log = now, self.step
+                t_log, s_log, side_log = now, self.step, side_s
             eval_due = (t.eval_every and self.step % t.eval_every == 0) or last
             ckpt_due = (t.ckpt_every and self.step % t.ckpt_every == 0) or last
             if not (eval_due or ckpt_due):

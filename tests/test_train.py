@@ -178,3 +178,18 @@ def test_auto_precision_is_bfloat16_only_where_it_is_native(monkeypatch):
     monkeypatch.setattr(dist, "cpu_has_bf16", lambda: False)
     assert dist.pick_dtype("auto", cpu) == torch.float32 and dist.pick_dtype("bfloat16", cpu) == torch.bfloat16
     assert dist.pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
+
+
+def test_auto_threads_drop_to_one_when_training_slows_threefold(baseline, tmp_path, monkeypatch):
+    tmp, _ = baseline
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    trainer = Trainer(micro(tmp_path), tmp_path / "run", say=lambda m: None)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    for rate in (10.0, 12.0, 5.0):  # slower, but not threefold
+        trainer._check_speed(rate)
+    assert chosen == []
+    trainer._check_speed(3.9)
+    assert chosen == [1]
+    trainer.close()
