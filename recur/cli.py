@@ -58,6 +58,34 @@ def cmd_train(a) -> None:
     trainer.dist.close()
 
 
+def cmd_adapt(a) -> None:
+    """`recur adapt MODEL key=value ...`: the model's own run settings, with the new tasks' data settings and the
+    training budget from the command line, trained from the model's weights (train.init_from)."""
+    from .api import load
+    from .config import RunConfig, from_dict, override, validate
+    from .train import Trainer, new_run_dir
+
+    model = load(a.model, "cpu")
+    if not any(o.startswith("data.") for o in a.overrides):
+        raise RecurError("recur adapt needs the new tasks: give their data settings, e.g. "
+                         "data.arc.train= data.arc.test=kaggle:evaluation2 (their demonstrations train, their test "
+                         "inputs evaluate)")
+    settings = model.meta["config"]
+    for o in [f"train.init_from={model.source}", "train.run_name=", "data.dir="] + list(a.overrides):
+        settings = override(settings, o)
+    cfg = from_dict(RunConfig, settings)
+    validate(cfg)
+    run_dir = new_run_dir(cfg, "adapt")
+    trainer = Trainer(cfg, run_dir, preset="adapt")
+    try:
+        trainer.say(f"adapt {model.describe()} -> {run_dir}: {cfg.train.steps} steps"
+                    + (", embeddings only" if cfg.train.freeze else ""))
+        summary = trainer.fit()
+        _report(trainer, cfg, summary)
+    finally:
+        trainer.close()
+
+
 def _report(trainer, cfg, summary) -> None:
     """The end of a training run: held-out accuracy, a few unseen puzzles answered, where things are."""
     from .api import Recur
@@ -145,10 +173,22 @@ def cmd_eval(a) -> None:
     model, split, data_dir = _model_and_split(a)
     if isinstance(model, RecurLM):
         return _eval_lm(a, model, split, data_dir)
+    acc = model.task.evaluator(split, model.info)
+    if a.submission and acc is None:
+        raise RecurError(f"--submission writes ARC answers; {model.task.name} has none to write")
+    unseen = _unseen_puzzles(model, split)
+    if unseen:
+        print(f"recur: note: {unseen} of the split's puzzles have puzzle ids whose embeddings this model never "
+              f"trained (tasks it has not seen): expect them to score 0 unless adapted first (`recur adapt`)",
+              file=sys.stderr)
     res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
                    model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info,
                    feedback=model.cfg.recursion.feedback, guidance=a.guidance, threshold=a.threshold or 0.0,
-                   samples=a.samples, noise=a.noise)
+                   samples=a.samples, noise=a.noise, acc=acc)
+    if a.submission:
+        from .tasks.arc.score import submission, write_submission
+
+        print(f"submission: {write_submission(a.submission, submission(acc))}", file=sys.stderr)
     if a.json:
         print(json.dumps({"checkpoint": str(model.source), "step": model.meta.get("step"), **res}))
         return
@@ -161,6 +201,26 @@ def cmd_eval(a) -> None:
         print(f"{name} {value:.4f}")
     print("exact accuracy after each supervision step:")
     print("  " + "  ".join(f"{i + 1}:{v:.3f}" for i, v in enumerate(res["exact_per_step"])))
+    vote = res.get("vote", {})
+    if "pass@1" in vote:
+        ks = [k.removeprefix("pass@") for k in vote if k.startswith("pass@")]
+        print(f"voted over every augmented version ({vote['tasks']} tasks, {vote['test_inputs']} test inputs):")
+        print("  pass@k, per test input (ARC Prize, TRM): " + "  ".join(f"{k}:{vote['pass@' + k]:.3f}" for k in ks))
+        print("  pass@k, all-or-nothing per task (HRM):   " + "  ".join(f"{k}:{vote['task_pass@' + k]:.3f}" for k in ks))
+        print(f"  per-example exact (one augmented version, no vote; not pass@k): {vote['per_example_exact']:.3f}")
+
+
+def _unseen_puzzles(model, split) -> int:
+    """Puzzles of the split whose embedding row is still all zero (its initialisation: never trained)."""
+    import torch
+
+    emb = getattr(model.module, "puzzle_emb", None)
+    if emb is None or emb.shape[0] <= 1:
+        return 0
+    ids = np.unique(np.asarray(split.arrays["puzzle_ids"]))
+    ids = ids[ids < emb.shape[0]]
+    untouched = (emb.detach()[torch.as_tensor(ids)] == 0).all(-1)
+    return int(untouched.sum())
 
 
 def _eval_lm(a, model, split, data_dir) -> None:
@@ -349,6 +409,17 @@ def cmd_prepare(a) -> None:
     print(f"{path}: {meta['task']} {sizes}")
 
 
+def cmd_score(a) -> None:
+    from .tasks.arc.score import score_submission
+
+    res = score_submission(a.submission, a.solutions)
+    if a.json:
+        print(json.dumps(res))
+        return
+    print(f"score {res['score']:.4f} (ARC Prize rule: per test input, either attempt; mean over "
+          f"{res['tasks']} tasks); {res['solved_inputs']} of {res['test_inputs']} test inputs solved")
+
+
 def cmd_presets(a) -> None:
     from .compare import list_comparisons
 
@@ -425,6 +496,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--samples", type=int, default=1, help="noisy trajectories per puzzle, best by the halting head")
     e.add_argument("--noise", type=float, default=0.1, help="std of the latent noise with --samples > 1")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--submission", help="ARC: also write the voted answers as a Kaggle submission JSON here")
     e.set_defaults(fn=cmd_eval)
 
     f = sub.add_parser("profile", help="which recursion steps of a trained model improve its answer (dead compute)")
@@ -476,12 +548,24 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto")
     g.set_defaults(fn=cmd_report)
 
+    ad = sub.add_parser("adapt", help="fine-tune a trained model on new tasks' demonstrations, then evaluate them")
+    ad.add_argument("model", help="run directory, checkpoint directory or model.safetensors to start from")
+    ad.add_argument("overrides", nargs="*", help="the new tasks' data.* settings and the budget (train.steps, "
+                    "train.time_limit, train.freeze=true for embeddings only)")
+    ad.set_defaults(fn=cmd_adapt)
+
     r = sub.add_parser("prepare", help="build a preset's dataset on disk")
     r.add_argument("preset", nargs="?")
     r.add_argument("overrides", nargs="*")
     r.add_argument("--out", help="output directory (default: data/<task>-<hash of the settings>)")
     r.add_argument("--run", help="rebuild the dataset this run was trained on (from its saved settings)")
     r.set_defaults(fn=cmd_prepare)
+
+    sc = sub.add_parser("score", help="score an ARC submission JSON against a solutions JSON (the ARC Prize rule)")
+    sc.add_argument("submission", help="Kaggle-format submission: {task_id: [{attempt_1, attempt_2}, ...]}")
+    sc.add_argument("solutions", help="the *_solutions.json of the same tasks")
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(fn=cmd_score)
 
     sub.add_parser("presets", help="list the presets and comparisons").set_defaults(fn=cmd_presets)
 

@@ -121,7 +121,10 @@ class ModelConfig:
     heads: int = 8
     """Attention heads; head width is hidden/heads."""
     expansion: float = 4.0
-    """SwiGLU expansion; the inner width is round(expansion*2/3*width) rounded up to a multiple of 256."""
+    """SwiGLU expansion; the inner width is round(expansion*2/3*width) rounded up to a multiple of ffn_multiple."""
+    ffn_multiple: int = 256
+    """SwiGLU inner widths are rounded up to a multiple of this (the reference: 256, which at small widths more than
+    doubles them: 4*2/3*37 = 99 -> 256)."""
     layers: int = 2
     """Blocks in the shared net (reference `L_layers`)."""
     T: int = 3
@@ -283,6 +286,12 @@ class TrainConfig:
     """Also write TensorBoard event files (needs the tensorboard package)."""
     progress: bool = True
     """Show a progress bar."""
+    init_from: str = ""
+    """Start from this trained model's weights (a run, checkpoint directory or model.safetensors; what `recur
+    adapt` sets). Its puzzle-embedding rows are kept when the table has the same size, else every row of the
+    new table starts at the mean of the rows it trained (the reference's resize). Empty = a fresh model."""
+    freeze: bool = False
+    """Train only the per-puzzle embeddings; every other weight stays as train.init_from left it."""
 
 
 @dataclass
@@ -553,6 +562,7 @@ def validate(cfg: RunConfig) -> None:
         (min(cfg.eval.batch_size, cfg.eval.max_examples, cfg.eval.show) >= 0,
          "eval.batch_size, eval.max_examples and eval.show must be >= 0 (0 = the training batch / all / none)"),
         (m.expansion > 0 and m.norm_eps > 0 and m.rope_theta > 0, "model.expansion, norm_eps and rope_theta must be > 0"),
+        (m.ffn_multiple >= 1, "model.ffn_multiple must be >= 1"),
         (r.halt_weight >= 0, "recursion.halt_weight must be >= 0"),
         (0 <= cfg.optim.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]"),
         (min(cfg.optim.weight_decay, cfg.optim.puzzle_emb_lr, cfg.optim.puzzle_emb_weight_decay) >= 0,
@@ -591,7 +601,7 @@ def curriculum_stages(spec: str) -> list[tuple[float, int, int]]:
 
 
 PUZZLE_MODEL_KEYS = ("T", "n", "mixer", "pos", "single_z", "separate_nets", "grad", "prefix_len", "puzzle_emb_dim",
-                     "step_embedding")
+                     "step_embedding", "ffn_multiple")
 """model.* keys that only the puzzle models read; a language-model run that changes one is an error."""
 
 

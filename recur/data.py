@@ -301,4 +301,5 @@ def eval_batches(split: Split, batch: int, rank: int = 0, world: int = 1, limit:
     n = min(len(split), limit) if limit else len(split)
     for i, lo in enumerate(range(0, n, batch)):
         if i % world == rank:
-            yield split.batch(np.arange(lo, min(lo + batch, n)))
+            idx = np.arange(lo, min(lo + batch, n))
+            yield {**split.batch(idx), "index": idx}

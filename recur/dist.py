@@ -117,6 +117,17 @@ class Dist:
                 out[k] = out.get(k, 0.0) + v
         return out
 
+    def merged(self, acc):
+        """An accumulator (anything with merge(other)) combined over ranks: every rank gets the sum."""
+        if self.world == 1:
+            return acc
+        parts: list = [None] * self.world
+        tdist.all_gather_object(parts, acc)
+        for r, part in enumerate(parts):
+            if r != self.rank:
+                acc.merge(part)
+        return acc
+
     def broadcast_params(self, model: torch.nn.Module) -> None:
         if self.world > 1:
             for t in model.state_dict().values():

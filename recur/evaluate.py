@@ -22,15 +22,21 @@ from .inference import infer, infer_sampled
 def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.device, halt: str = "none",
              act: str = "halt", dist: Dist | None = None, limit: int = 0, task=None, info: dict | None = None,
              feedback: str = "input", guidance: float = 1.0, threshold: float = 0.0, samples: int = 1,
-             noise: float = 0.0) -> dict:
+             noise: float = 0.0, acc=None) -> dict:
     """Metrics over the split (summed across ranks): exact/token accuracy, accuracy after every supervision
     step, accuracy and steps with adaptive halting, net calls and FLOPs per example, and the task's own
     metrics (`task.score`) when given. samples > 1: `samples` noisy trajectories per example (all steps),
-    the one with the highest final halting score is scored (recur.inference.infer_sampled)."""
+    the one with the highest final halting score is scored (recur.inference.infer_sampled).
+
+    Tasks scored across examples (`task.evaluator`, ARC's vote) are fed every row's answer and
+    sigmoid(final halting score), one batch at a time (no logits are kept), combined over ranks, and their
+    scores land under "vote"; pass `acc` (from task.evaluator) to keep the accumulator (for a submission)."""
     dist = dist or Dist()
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}  # name -> sum over examples; "n:<name>" -> how many examples it applies to
+    if acc is None and task is not None:
+        acc = task.evaluator(split, info)
 
     def add(name: str, values: np.ndarray) -> None:
         ok = ~np.isnan(values)
@@ -60,6 +66,8 @@ def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.dev
         if task is not None:
             for name, v in task.score(b["inputs"], b["labels"], res.tokens.cpu().numpy(), info).items():
                 add(name, np.asarray(v, dtype=np.float64))
+        if acc is not None:
+            acc.add(b["index"], res.tokens.cpu().numpy(), torch.sigmoid(res.halt_score[-1]).cpu().numpy())
     sums = dist.sum_dict(sums)
     if was_training:
         model.train()
@@ -77,6 +85,8 @@ def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.dev
            "exact_per_step": [mean.get(f"exact_step_{i}", 0.0) for i in steps],
            "token_per_step": [mean.get(f"token_step_{i}", 0.0) for i in steps]}
     out["task"] = {k: v for k, v in mean.items() if k not in out and not k.startswith(("exact_step_", "token_step_"))}
+    if acc is not None:
+        out["vote"] = task.evaluated(dist.merged(acc))
     return out
 
 

@@ -83,12 +83,11 @@ class SignSGD(torch.optim.Optimizer):
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
     dense = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(SPARSE_PREFIX)]
     sparse = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(SPARSE_PREFIX)]
-    if cfg.optimizer == "adamw":
-        main: torch.optim.Optimizer = torch.optim.AdamW(dense, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
-                                                        foreach=True)
-    else:
-        main = AdamATan2(dense, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    opts = [main]
+    opts: list[torch.optim.Optimizer] = []
+    if dense and cfg.optimizer == "adamw":
+        opts.append(torch.optim.AdamW(dense, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, foreach=True))
+    elif dense:  # (none: train.freeze trains only the puzzle embeddings)
+        opts.append(AdamATan2(dense, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay))
     if sparse:
         opts.append(SignSGD(sparse, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay))
     return opts
@@ -125,6 +124,8 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         params = dict(model.named_parameters())
         names = list(self.shadow)
+        if not names:  # train.freeze: only the puzzle embeddings train, and they are not averaged
+            return
         torch._foreach_lerp_([self.shadow[n] for n in names], [params[n].detach() for n in names], 1 - self.rate)
 
     def weights(self, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -243,8 +243,11 @@ class DeepSupervision:
                         self.task, self.info, c.recursion.feedback, c.eval.guidance, c.eval.halt_threshold)
 
     def eval_line(self, res: dict) -> str:
-        return (f"test exact {res['exact_accuracy']:.3f}, token {res['token_accuracy']:.3f}, adaptive halting "
-                f"{res['exact_adaptive']:.3f} with {res['mean_steps_adaptive']:.1f} steps")
+        vote = res.get("vote", {})
+        voted = (f"; voted pass@1 {vote['pass@1']:.3f}, pass@2 {vote['pass@2']:.3f} (per test input)"
+                 if "pass@2" in vote else "")
+        return (f"test exact {res['exact_accuracy']:.3f} (per example), token {res['token_accuracy']:.3f}, adaptive "
+                f"halting {res['exact_adaptive']:.3f} with {res['mean_steps_adaptive']:.1f} steps{voted}")
 
     # ------------------------------------------------------------------ one supervision step over the carry
 

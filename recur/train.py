@@ -30,7 +30,7 @@ from .engine import build_engine
 from .errors import RecurError
 from .lock import LOCK_FILE, RunLock
 from .models import build_model
-from .optim import EMA, build_optimizers, set_lr
+from .optim import EMA, SPARSE_PREFIX, build_optimizers, set_lr
 from .plots import training_plot
 from .runlog import RunLog, require_tensorboard
 from .supervision import legacy_window
@@ -108,6 +108,22 @@ class Trainer:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
 
+    def _init_from(self, path: str) -> None:
+        """train.init_from: the trained weights, with the puzzle-embedding table resized if the data differs."""
+        weights, meta = checkpoint.read_model(path)
+        own = self.model.state_dict()
+        emb = weights.get(SPARSE_PREFIX)
+        if emb is not None and SPARSE_PREFIX in own and emb.shape != own[SPARSE_PREFIX].shape:
+            trained = emb[(emb != 0).any(-1)]
+            mean = (trained if len(trained) else emb).mean(0)
+            weights[SPARSE_PREFIX] = mean.expand_as(own[SPARSE_PREFIX]).clone()
+            self.say(f"train.init_from: {len(own[SPARSE_PREFIX])} puzzle-embedding rows start at the mean of the "
+                     f"{len(trained)} rows {path} trained")
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise RecurError(f"train.init_from={path} does not fit this model: {str(e).splitlines()[0]}") from None
+
     def _claim_new_run_dir(self) -> bool:
         """Create the run directory and take its lock; an existing run is never written into."""
         if self.run_dir.exists() and any(p.name != LOCK_FILE for p in self.run_dir.iterdir()):
@@ -156,6 +172,11 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.data.info, self.dtype).to(self.device)
+        if t.init_from and not resume:
+            self._init_from(t.init_from)
+        if t.freeze:
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith(SPARSE_PREFIX))
         self.dist.broadcast_params(self.model)
         self.opts = build_optimizers(self.model, cfg.optim)
         self.ema = EMA(self.model, cfg.optim.ema_rate) if cfg.optim.ema else None
@@ -302,7 +323,8 @@ class Trainer:
         res.loss.backward()
         self.dist.sync_grads(self.model)
         if self.cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.opts[0].param_groups[0]["params"], self.cfg.optim.grad_clip)
+            dense = [p for p in self.model.parameters() if p.grad is not None and not p.grad.is_sparse]
+            torch.nn.utils.clip_grad_norm_(dense, self.cfg.optim.grad_clip)
         lr = set_lr(self.opts, self.cfg.optim, self.step + 1, total)
         for opt in self.opts:
             opt.step()

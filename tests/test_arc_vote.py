@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import recur
+from recur.cli import main
 from recur.config import load_config
 from recur.data import Dataset, eval_batches, prepare
 from recur.errors import RecurError
@@ -215,3 +216,40 @@ def test_ten_task_build_trains_and_votes(tmp_path):
     s = score(votes)
     assert votes.rows == len(split) == 20 and s["tasks"] == 4 and 0 <= s["pass@2"] <= 1
     assert len(submission(votes)) == 4
+
+
+def test_cli_eval_votes_writes_a_submission_scores_it_and_adapts_to_new_tasks(tmp_path, capsys):
+    """recur eval on an ARC run reports both voted scores and per-example exact under their names and writes a
+    submission that recur score scores; a model evaluated on tasks it never trained says so; recur adapt
+    trains new puzzle-embedding rows (from the mean) on the new tasks' demonstrations and then votes on them."""
+    rng = np.random.default_rng(3)
+    write_kaggle(tmp_path / "src", "tr", [random_task(rng, f"t{i}", max_side=5) for i in range(4)])
+    write_kaggle(tmp_path / "src", "ev", [random_task(rng, f"e{i}", max_side=5) for i in range(3)])
+    write_kaggle(tmp_path / "src", "new", [random_task(rng, f"n{i}", max_side=5) for i in range(2)])
+    common = [f"data.arc.kaggle_dir={tmp_path / 'src'}", "data.arc.augmentations=3", "data.arc.canvas=6",
+              "train.precision=float32", "eval.show=0"]
+    assert main(["train", "micro", "data.task=arc", "data.arc.train=kaggle:tr", "data.arc.test=kaggle:ev",
+                 "model.puzzle_emb_dim=32", "train.steps=3", "train.eval_every=0", f"train.out_dir={tmp_path}",
+                 "train.run_name=run", f"data.dir={tmp_path / 'd1'}", *common]) == 0
+    capsys.readouterr()
+    sub = tmp_path / "sub.json"
+    assert main(["eval", str(tmp_path / "run"), "--submission", str(sub)]) == 0
+    out = capsys.readouterr().out
+    assert "pass@k, per test input" in out and "all-or-nothing per task" in out and "not pass@k" in out
+    assert main(["score", str(sub), str(tmp_path / "src" / "arc-agi_ev_solutions.json"), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["tasks"] == 3 and 0 <= scored["score"] <= 1
+    # the new tasks' puzzle ids were never trained: evaluating on them says so
+    assert main(["prepare", "micro", "data.task=arc", "data.arc.train=", "data.arc.test=kaggle:new",
+                 "--out", str(tmp_path / "new"), *common[:3]]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--data", str(tmp_path / "new")]) == 0
+    assert "never trained" in capsys.readouterr().err
+    assert main(["adapt", str(tmp_path / "run"), "data.arc.train=", "data.arc.test=kaggle:new", "train.steps=2",
+                 "train.freeze=true", f"train.out_dir={tmp_path}", f"data.dir={tmp_path / 'd2'}"]) == 0
+    out = capsys.readouterr().out
+    assert "start at the mean" in out and "pass@2" in out
+    adapted = next(tmp_path.glob("adapt-*"))
+    before, after = recur.load(tmp_path / "run").module, recur.load(adapted).module
+    assert torch.equal(before.net.layers[0].mlp.down.weight, after.net.layers[0].mlp.down.weight)  # frozen
+    assert (after.puzzle_emb[1:] != 0).any(-1).all()  # every new row starts from the mean, none at zero

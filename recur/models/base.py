@@ -54,7 +54,8 @@ class PuzzleModel(nn.Module):
     def stack(self) -> Stack:
         """A fresh stack of `layers` blocks of this model's shape."""
         c = self.cfg
-        return Stack(c.hidden, c.heads, c.expansion, self.length, c.mixer == "mlp_t", c.norm_eps, c.layers)
+        return Stack(c.hidden, c.heads, c.expansion, self.length, c.mixer == "mlp_t", c.norm_eps, c.layers,
+                     c.ffn_multiple)
 
     @property
     def rope(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -108,7 +109,8 @@ class PuzzleModel(nn.Module):
 
     @property
     def stack_flops(self) -> float:
-        return Stack.flops(self.cfg.hidden, self.cfg.expansion, self.length, self.cfg.mixer == "mlp_t", self.cfg.layers)
+        c = self.cfg
+        return Stack.flops(c.hidden, c.expansion, self.length, c.mixer == "mlp_t", c.layers, c.ffn_multiple)
 
     def readout(self, h: torch.Tensor) -> StepOutput:
         """Answer logits [B, L, V] from the puzzle positions, halting logits from position 0."""

@@ -40,9 +40,10 @@ def rms_norm(h: torch.Tensor, eps: float) -> torch.Tensor:
     return (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + eps)).to(dtype)
 
 
-def ffn_width(width: int, expansion: float) -> int:
-    """The reference SwiGLU inner width: round(expansion*2/3*width) rounded up to a multiple of 256."""
-    return -(round(expansion * width * 2 / 3) // -256) * 256
+def ffn_width(width: int, expansion: float, multiple: int = 256) -> int:
+    """The SwiGLU inner width: round(expansion*2/3*width) rounded up to a multiple of `multiple` (the reference:
+    256)."""
+    return -(round(expansion * width * 2 / 3) // -multiple) * multiple
 
 
 class Linear(nn.Module):
@@ -61,9 +62,9 @@ class Linear(nn.Module):
 class SwiGLU(nn.Module):
     """down(silu(gate) * up) with a fused gate+up projection."""
 
-    def __init__(self, width: int, expansion: float):
+    def __init__(self, width: int, expansion: float, multiple: int = 256):
         super().__init__()
-        inner = ffn_width(width, expansion)
+        inner = ffn_width(width, expansion, multiple)
         self.gate_up = Linear(width, 2 * inner)
         self.down = Linear(inner, width)
 
@@ -122,12 +123,13 @@ class Block(nn.Module):
     over the sequence axis too, as in the reference TRM-MLP.
     """
 
-    def __init__(self, width: int, heads: int, expansion: float, seq_len: int, mlp_t: bool, eps: float):
+    def __init__(self, width: int, heads: int, expansion: float, seq_len: int, mlp_t: bool, eps: float,
+                 multiple: int = 256):
         super().__init__()
         self.eps = eps
         self.attn = None if mlp_t else Attention(width, heads)
-        self.mix = SwiGLU(seq_len, expansion) if mlp_t else None
-        self.mlp = SwiGLU(width, expansion)
+        self.mix = SwiGLU(seq_len, expansion, multiple) if mlp_t else None
+        self.mlp = SwiGLU(width, expansion, multiple)
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         if self.attn is not None:
@@ -141,19 +143,21 @@ class Block(nn.Module):
 class Stack(nn.Module):
     """`layers` blocks applied in turn after input injection: stack(h, inj) = blocks(h + inj)."""
 
-    def __init__(self, width: int, heads: int, expansion: float, seq_len: int, mlp_t: bool, eps: float, layers: int):
+    def __init__(self, width: int, heads: int, expansion: float, seq_len: int, mlp_t: bool, eps: float, layers: int,
+                 multiple: int = 256):
         super().__init__()
-        self.layers = nn.ModuleList(Block(width, heads, expansion, seq_len, mlp_t, eps) for _ in range(layers))
+        self.layers = nn.ModuleList(Block(width, heads, expansion, seq_len, mlp_t, eps, multiple)
+                                    for _ in range(layers))
 
     @staticmethod
-    def flops(width: int, expansion: float, seq_len: int, mlp_t: bool, layers: int) -> float:
+    def flops(width: int, expansion: float, seq_len: int, mlp_t: bool, layers: int, multiple: int = 256) -> float:
         """Matmul FLOPs of one forward pass over one sequence of `seq_len` positions (2 per multiply-add).
 
         Per position and layer: attention 4D^2 (qkv, out) + 2SD (scores, weighted sum), or mlp_t
         3*D*F_S (a SwiGLU of inner width F_S across the S positions, per channel); plus the SwiGLU 3*D*F.
         """
-        mix = 3 * width * ffn_width(seq_len, expansion) if mlp_t else 4 * width**2 + 2 * seq_len * width
-        return 2.0 * layers * seq_len * (mix + 3 * width * ffn_width(width, expansion))
+        mix = 3 * width * ffn_width(seq_len, expansion, multiple) if mlp_t else 4 * width**2 + 2 * seq_len * width
+        return 2.0 * layers * seq_len * (mix + 3 * width * ffn_width(width, expansion, multiple))
 
     def forward(self, h: torch.Tensor, inj, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         h = h + inj

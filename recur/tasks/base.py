@@ -65,6 +65,16 @@ class Task:
         """Whether `answer` tokens legally solve `inputs` (may differ from the stored label)."""
         raise NotImplementedError
 
+    def evaluator(self, split, info: dict):
+        """An accumulator for scores that span examples (ARC's vote over augmented versions), fed by evaluation
+        with add(example indices [b], answer tokens [b, L], sigmoid of the final halting score [b]) and combined
+        over ranks with merge(other); None (the default): the per-example metrics say everything."""
+        return None
+
+    def evaluated(self, acc) -> dict[str, float]:
+        """The scores of a fed `evaluator()` accumulator."""
+        raise NotImplementedError
+
     def score(self, inputs: np.ndarray, labels: np.ndarray, answers: np.ndarray, info: dict) -> dict[str, np.ndarray]:
         """Task metrics beyond exact/token accuracy for a batch [B, L]: {name: float [B]}, NaN where a
         metric does not apply to an example. Evaluation reports the mean over examples where it applies."""

@@ -28,7 +28,9 @@ from ..base import Split, Task
 from ..common import read_lines
 from . import augment, layout
 from .grids import MAX_SIDE, VOCAB_SIZE, crop, encode, grid_text, parse_grid
+from .score import score
 from .sources import ArcTask, overlap, read_sources, task_from_json
+from .vote import Votes
 
 
 @dataclass
@@ -173,6 +175,19 @@ class Arc(Task):
         """Tokens [S*S] -> the grid at the canvas' top-left corner (the crop an answer is read with)."""
         grid = crop(np.asarray(tokens), info["side"])[0]
         return grid_text(grid) if grid.size else "(no grid)"
+
+    def evaluator(self, split, info: dict) -> Votes:
+        """The vote over every augmented version of each test input (fresh per evaluation: no checkpoint
+        ensemble unless the caller merges accumulators itself)."""
+        return Votes(split.examples)
+
+    def evaluated(self, votes: Votes) -> dict[str, float]:
+        """pass@k (per test input) and task_pass@k (all-or-nothing per task), per-example exact; without known
+        solutions only the counts (a submission can still be written)."""
+        try:
+            return score(votes)
+        except RecurError:
+            return {"rows": votes.rows, "scored_rows": votes.rows_scored}
 
     def verify(self, inputs: np.ndarray, answer: np.ndarray, info: dict) -> bool:
         """An ARC answer has no check of its own; only the known solution tells (scored by the vote)."""
