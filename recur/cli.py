@@ -139,9 +139,11 @@ def _report_lm(trainer, cfg, summary) -> None:
 
 
 def _lm_prompt(model, tokens) -> str:
-    """A prompt cut from a test window: a synthetic task's question (up to '='), else the first 48 tokens."""
-    text = model.task.render(tokens, model.info)
-    return text.split("=", 1)[0] + "=" if model.task.name != "text" else model.task.render(tokens[:48], model.info)
+    """A prompt cut from a test window: a synthetic task's question (up to '='), else its first half (at most 48
+    tokens), leaving the model's context room to continue it."""
+    if model.task.name != "text":
+        return model.task.render(tokens, model.info).split("=", 1)[0] + "="
+    return model.task.render(tokens[:min(48, len(tokens) // 2)], model.info)
 
 
 def _check_counts(a) -> None:
@@ -366,7 +368,8 @@ def cmd_solve(a) -> None:
             halt = None if model.cfg.recursion.act == "off" else pred.halt_score[:used, i].sigmoid().numpy()
             print(show_steps(model.task.name, model.info, inputs[i], pred.per_step[:used, i].numpy(), halt,
                              use_color(sys.stdout)) + "\n")
-        print(show(model.task, model.info, inputs[i], pred.tokens[i].numpy(), int(pred.steps[i]), None) + "\n")
+        print(show(model.task, model.info, inputs[i], pred.tokens[i].numpy(), int(pred.steps[i]), None,
+                   sys.stdout.isatty() and not os.environ.get("NO_COLOR")) + "\n")
 
 
 def cmd_report(a) -> None:

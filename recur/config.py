@@ -149,7 +149,11 @@ class ModelConfig:
     """Prefix tokens before the puzzle (reference `puzzle_emb_len`); the Q-head reads position 0."""
     puzzle_emb_dim: int = 512
     """Width of the learned per-puzzle embedding spread over the prefix (<= prefix_len*hidden); 0 = the
-    prefix tokens are plain registers (reference `puzzle_emb_ndim`)."""
+    prefix tokens are plain registers (reference `puzzle_emb_ndim`). The table holds one row per puzzle id:
+    puzzle_emb_dim x 4 bytes each in float32 (ARC-AGI-1 with K=1000: 875k rows x 512 = 1.8 GB), 2 in bfloat16."""
+    puzzle_emb_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Storage of the per-puzzle table: float32 (the reference) or bfloat16 (half the memory; sign-SGD then rounds
+    each updated row stochastically, so steps and weight decay below bfloat16's resolution survive on average)."""
     step_embedding: int = 0
     """DIS time conditioning: a learned embedding of the supervision step index s (clamped to 1..this) is added to
     x at every position; 0 = off. DIS sets it to N_sup (reference DIS `timestep_embed`)."""
@@ -601,7 +605,7 @@ def curriculum_stages(spec: str) -> list[tuple[float, int, int]]:
 
 
 PUZZLE_MODEL_KEYS = ("T", "n", "mixer", "pos", "single_z", "separate_nets", "grad", "prefix_len", "puzzle_emb_dim",
-                     "step_embedding", "ffn_multiple")
+                     "step_embedding", "ffn_multiple", "puzzle_emb_dtype")
 """model.* keys that only the puzzle models read; a language-model run that changes one is an error."""
 
 

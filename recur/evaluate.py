@@ -90,8 +90,12 @@ def evaluate(model, split: Split, n_sup: int, batch_size: int, device: torch.dev
     return out
 
 
-def show(task, info: dict, inputs: np.ndarray, answer: np.ndarray, steps: int, label: np.ndarray | None) -> str:
-    """A puzzle, the model's answer and whether it is right, side by side."""
+def show(task, info: dict, inputs: np.ndarray, answer: np.ndarray, steps: int, label: np.ndarray | None,
+         colour: bool = False) -> str:
+    """A puzzle, the model's answer and whether it is right, side by side (tasks with pictures of their own,
+    ARC's coloured grids, draw them: task.show)."""
+    if hasattr(task, "show"):
+        return task.show(info, inputs, answer, steps, label, colour)
     answer = np.where(inputs == 0, 0, answer)  # positions that are padding in the puzzle are not part of it
     left = task.render(inputs, info).splitlines()
     right = task.render(answer, info).splitlines()

@@ -62,25 +62,41 @@ class AdamATan2(torch.optim.Optimizer):
 class SignSGD(torch.optim.Optimizer):
     """p[rows] <- p[rows]*(1 - lr*wd) - lr*sign(g[rows]) on the rows a sparse gradient touches.
 
-    Duplicate rows (several examples of one puzzle) are summed before the sign, as in the reference.
+    Duplicate rows (several examples of one puzzle) are summed before the sign, as in the reference. A
+    bfloat16 table (model.puzzle_emb_dtype) is updated in float32 and rounded back stochastically: a step
+    smaller than bfloat16's spacing (lr*wd*p is, at the ARC recipe's 1e-3 of p) moves the row with the
+    matching probability instead of never. The rounding draws depend on (seed, step count), both in the
+    optimizer's param groups, so a resumed run continues exactly.
     """
 
-    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.1):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+    def __init__(self, params, lr: float = 1e-2, weight_decay: float = 0.1, seed: int = 0):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, rounding_seed=seed, steps=0))
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
+            group["steps"] = group.get("steps", 0) + 1  # (absent from checkpoints written before bfloat16 tables)
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 g = p.grad.coalesce()
                 rows, vals = g.indices()[0], g.values()
-                upd = p[rows] * (1 - group["lr"] * group["weight_decay"]) - group["lr"] * vals.sign()
-                p.index_copy_(0, rows, upd)
+                upd = p[rows].float() * (1 - group["lr"] * group["weight_decay"]) - group["lr"] * vals.float().sign()
+                if p.dtype == torch.bfloat16:
+                    upd = _stochastic_bf16(upd, group.get("rounding_seed", 0) * 1_000_003 + group["steps"])
+                p.index_copy_(0, rows, upd.to(p.dtype))
 
 
-def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+def _stochastic_bf16(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """x (float32) rounded to a bfloat16 neighbour with probability in proportion to its nearness: random low 16
+    bits are added to its float32 bits before they are cut off. The draws depend on (seed, step) only."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randint(0, 1 << 16, x.shape, generator=gen, dtype=torch.int32).to(x.device)
+    bits = (x.contiguous().view(torch.int32) + noise) & -65536  # keep the high 16 bits: a bfloat16 value
+    return bits.view(torch.float32)
+
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig, seed: int = 0) -> list[torch.optim.Optimizer]:
     dense = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(SPARSE_PREFIX)]
     sparse = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(SPARSE_PREFIX)]
     opts: list[torch.optim.Optimizer] = []
@@ -89,7 +105,7 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     elif dense:  # (none: train.freeze trains only the puzzle embeddings)
         opts.append(AdamATan2(dense, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay))
     if sparse:
-        opts.append(SignSGD(sparse, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay))
+        opts.append(SignSGD(sparse, lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay, seed=seed))
     return opts
 
 

@@ -108,6 +108,13 @@ class Trainer:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
 
+    def _puzzle_table(self) -> dict:
+        """The per-puzzle embedding table's size, for summary.json (it is not in `params`, as in the reference)."""
+        emb = getattr(self.model, SPARSE_PREFIX, None)
+        if emb is None:
+            return {}
+        return {"puzzle_emb_rows": emb.shape[0], "puzzle_emb_bytes": emb.numel() * emb.element_size()}
+
     def _init_from(self, path: str) -> None:
         """train.init_from: the trained weights, with the puzzle-embedding table resized if the data differs."""
         weights, meta = checkpoint.read_model(path)
@@ -178,7 +185,7 @@ class Trainer:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith(SPARSE_PREFIX))
         self.dist.broadcast_params(self.model)
-        self.opts = build_optimizers(self.model, cfg.optim)
+        self.opts = build_optimizers(self.model, cfg.optim, cfg.seed)
         self.ema = EMA(self.model, cfg.optim.ema_rate) if cfg.optim.ema else None
         self.engine = build_engine(cfg, self.data.info, self.data.task, self.dist, self.device, self.dtype)
         self.sampler = TrainSampler(self.train_split, t.batch_size, cfg.seed, self.dist.rank, self.dist.world)
@@ -397,6 +404,7 @@ class Trainer:
         totals = {k: v.item() for k, v in self._reduce(self.totals).items()}
         summary = {"step": self.step, "train_s": self.train_s, "wall_s": time.perf_counter() - t_start,
                    "params": sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("puzzle_emb")),
+                   **self._puzzle_table(),
                    **self.engine.summary(totals, self.model),
                    "eval": last_eval,
                    "checkpoint": str(last_ckpt) if last_ckpt else None}

@@ -87,3 +87,27 @@ def test_ema_update_and_exclusions():
     w = ema.weights(m)
     torch.testing.assert_close(w["w"], torch.full((2,), 1 - 0.81))
     assert torch.equal(w["puzzle_emb"], m.puzzle_emb.detach())  # live value, not averaged
+
+
+def test_sign_sgd_on_a_bfloat16_table_rounds_stochastically_and_unbiased():
+    """Weight decay alone moves a bfloat16 row by less than bfloat16's spacing: plain rounding would keep it
+    forever; stochastic rounding moves it with the right probability, so the mean follows the float32 math."""
+    w = nn.Parameter(torch.full((4096, 1), 0.7, dtype=torch.bfloat16))
+    opt = SignSGD([w], lr=1e-2, weight_decay=0.1, seed=3)
+    for _ in range(20):
+        w.grad = torch.sparse_coo_tensor(torch.arange(4096).unsqueeze(0), torch.zeros(4096, 1, dtype=torch.bfloat16),
+                                         (4096, 1))
+        opt.step()
+    want = 0.7 * (1 - 1e-3) ** 20  # sign(0) = 0: weight decay only
+    start = torch.tensor(0.7, dtype=torch.bfloat16).item()
+    assert abs(w.float().mean().item() - start * want / 0.7) < 2e-4 and w.float().std() > 0
+    again = nn.Parameter(torch.full((4096, 1), 0.7, dtype=torch.bfloat16))
+    opt2 = SignSGD([again], lr=1e-2, weight_decay=0.1, seed=3)
+    opt2.load_state_dict(opt.state_dict())  # the rounding stream is part of the state
+    w.grad = again.grad = torch.sparse_coo_tensor(torch.arange(4096).unsqueeze(0),
+                                                  torch.ones(4096, 1, dtype=torch.bfloat16), (4096, 1))
+    with torch.no_grad():
+        again.copy_(w)
+    opt.step()
+    opt2.step()
+    assert torch.equal(w, again)

@@ -32,7 +32,8 @@ class PuzzleModel(nn.Module):
         # token embedding std 1/sqrt(D), scaled back up by sqrt(D) at use
         self.embed = nn.Parameter(trunc_normal_(torch.empty(vocab_size, D), std=1 / self.embed_scale))
         # per-puzzle vectors, zero-initialised; trained by sign-SGD (recur.optim), outside the EMA
-        self.puzzle_emb = (nn.Parameter(torch.zeros(num_puzzle_ids, cfg.puzzle_emb_dim))
+        self.puzzle_emb = (nn.Parameter(torch.zeros(num_puzzle_ids, cfg.puzzle_emb_dim,
+                                                    dtype=getattr(torch, cfg.puzzle_emb_dtype)))
                            if cfg.puzzle_emb_dim > 0 else None)
         self.pos_emb = (nn.Parameter(trunc_normal_(torch.empty(self.length, D), std=1 / self.embed_scale))
                         if cfg.pos == "learned" else None)
@@ -70,9 +71,11 @@ class PuzzleModel(nn.Module):
         m = mask.view(-1, 1, 1)
         return tuple(torch.where(m, getattr(self, n).to(s.dtype), s) for s, n in zip(state, self.states))
 
-    @torch.compiler.disable  # sparse gradients stay outside compiled graphs
     def _puzzle_rows(self, puzzle_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(puzzle_ids.long(), self.puzzle_emb, sparse=self.training)
+        rows = lambda ids: F.embedding(ids.long(), self.puzzle_emb, sparse=self.training)  # noqa: E731
+        if torch.compiler.is_compiling():  # sparse gradients stay outside compiled graphs; deciding this here,
+            return torch.compiler.disable(rows)(puzzle_ids)  # not by a decorator, keeps the compiler unimported
+        return rows(puzzle_ids)
 
     def embed_input(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
         """x: tokens [B, L] (+ puzzle ids [B], + the 1-based supervision step [B]) -> [B, P+L, D], scaled by sqrt(D)."""

@@ -39,11 +39,19 @@ def _row(glyph):
     return lambda tokens, info: ([[glyph(t) for t in np.asarray(tokens).reshape(-1).tolist()]], None)
 
 
+def _arc(tokens: np.ndarray, info: dict) -> Cells:
+    """The ARC canvas: colours 0-9, '|' for EOS (where the answer's grid ends), blank for PAD."""
+    side = info["side"]
+    glyph = lambda t: str(t - 2) if t >= 2 else "|" if t == 1 else " "  # noqa: E731
+    return [[glyph(t) for t in row] for row in np.asarray(tokens).reshape(side, side).tolist()], None
+
+
 CELLS = {
     "sudoku": _sudoku,
     "maze": _square(lambda t: CHARS[t - 1] if 1 <= t <= len(CHARS) else "?"),
     "nqueens": _square(lambda t: "Q" if t == QUEEN else "."),
     "sorting": _row(lambda t: str(t - 1) if t else "_"),
+    "arc": _arc,
 }
 FALLBACK = _row(str)
 

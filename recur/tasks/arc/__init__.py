@@ -26,7 +26,7 @@ import numpy as np
 from ...errors import RecurError
 from ..base import Split, Task
 from ..common import read_lines
-from . import augment, layout
+from . import augment, layout, pictures
 from .grids import MAX_SIDE, VOCAB_SIZE, crop, encode, grid_text, parse_grid
 from .score import score
 from .sources import ArcTask, overlap, read_sources, task_from_json
@@ -188,6 +188,23 @@ class Arc(Task):
             return score(votes)
         except RecurError:
             return {"rows": votes.rows, "scored_rows": votes.rows_scored}
+
+    def show(self, info: dict, inputs: np.ndarray, answer: np.ndarray, steps: int, label: np.ndarray | None,
+             colour: bool) -> str:
+        """The input grid, the answer cropped at its EOS marks (and the label when known), one below the other, in
+        the ARC palette when `colour` (a terminal), else as digits."""
+        side = info["side"]
+        parts = [("input", crop(np.asarray(inputs), side)[0]), (f"answer after {steps} supervision step"
+                                                               f"{'s' * (steps != 1)}", crop(np.asarray(answer), side)[0])]
+        if label is not None:
+            parts.append(("label", crop(np.asarray(label), side)[0]))
+        out = []
+        for name, grid in parts:
+            size = "x".join(map(str, grid.shape)) if grid.size else "no grid"
+            out += [f"{name} ({size}):", pictures.text(grid, colour) if grid.size else "(the answer has no colour at (0, 0))"]
+        if label is not None:
+            out.append("right" if np.array_equal(parts[1][1], parts[2][1]) else "wrong")
+        return "\n".join(out)
 
     def verify(self, inputs: np.ndarray, answer: np.ndarray, info: dict) -> bool:
         """An ARC answer has no check of its own; only the known solution tells (scored by the vote)."""
