@@ -63,7 +63,7 @@ def bench(preset: str, a, root: Path) -> dict:
                                f"train.out_dir={root}", f"train.run_name={preset}", f"data.dir={root / preset}-data"])
     trainer = Trainer(cfg, root / preset, say=lambda m: None)
     trainer.fit()
-    rate = read_metrics(root / preset)[-1]["steps_per_s"]  # the second half: warmed up
+    rate = [r for r in read_metrics(root / preset) if r["kind"] == "train"][-1]["steps_per_s"]  # warmed up
     model, B = trainer.model, cfg.train.batch_size
     if cfg.model.arch == "lm":
         tokens = B * trainer.data.info["seq_len"]

@@ -9,8 +9,9 @@ virtual environment of its own and pass that environment's Python:
 Both train on the same random 6x6-Sudoku-shaped batches (36 cells, vocabulary 8, 128 rows): one supervision
 step per optimizer step (T cycles of n latent updates and one answer update, backprop through the last cycle),
 the carry detached between steps, AdamATan2 and an EMA of the weights, as each library trains. The peer runs its
-MLP-mixer network (LayerNorm, GELU) at the width whose parameter count is closest to recur's model, over the same
-37 positions (36 cells and one register token). Timings
+MLP-mixer network (LayerNorm, GELU) over the same 37 positions (36 cells and one register token), matched to
+recur's parameter count in two ways: at the width that matches with the package's default expansions, or at
+recur's width 64 with the channel MLP's expansion that matches. The peer needs T >= 2. Timings
 alternate between the two processes (recur, peer, recur, ...) so that a busy machine slows both alike; the
 median over repetitions is reported.
 """
@@ -36,14 +37,20 @@ PEER = textwrap.dedent('''
     torch.set_num_threads(a["threads"])
     torch.manual_seed(0)
 
-    def build(dim):
-        net = MLPMixer1D(dim=dim, depth=a["layers"], seq_len=a["seq"])
+    def build(dim, channel=0.5):
+        net = MLPMixer1D(dim=dim, depth=a["layers"], seq_len=a["seq"], expansion_factor_token=channel)
         return TinyRecursiveModel(dim=dim, num_tokens=a["vocab"], network=net, num_refinement_blocks=a["T"],
                                   num_latent_refinements=a["n"], num_register_tokens=a["seq"] - a["cells"])
 
-    # the width whose parameter count is closest to recur's
-    dim = min(range(16, 257, 4), key=lambda d: abs(sum(p.numel() for p in build(d).parameters()) - a["params"]))
-    model = build(dim)
+    def size(m):
+        return sum(p.numel() for p in m.parameters())
+
+    if a["match"] == "width":  # the width whose parameter count is closest to recur's (default expansions)
+        dim, channel = min(range(16, 257, 4), key=lambda d: abs(size(build(d)) - a["params"])), 0.5
+    else:  # recur's width; the channel MLP's expansion that matches recur's parameter count
+        dim = a["dim"]
+        channel = min((e / 8 for e in range(1, 129)), key=lambda e: abs(size(build(dim, e)) - a["params"]))
+    model = build(dim, channel)
     opt, ema = AdamAtan2(model.parameters(), lr=1e-4), EMA(model, beta=0.99)
     g = torch.Generator().manual_seed(0)
     seqs = [torch.randint(0, a["vocab"], (a["rows"], a["cells"]), generator=g) for _ in range(4)]
@@ -61,8 +68,8 @@ PEER = textwrap.dedent('''
     t = time.perf_counter()
     for i in range(a["steps"]):
         step(i)
-    print(json.dumps({"ms": (time.perf_counter() - t) / a["steps"] * 1e3, "dim": dim,
-                      "params": sum(p.numel() for p in model.parameters())}))
+    print(json.dumps({"ms": (time.perf_counter() - t) / a["steps"] * 1e3, "dim": dim, "channel": channel,
+                      "params": size(model)}))
 ''')
 
 
@@ -109,31 +116,35 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
-    arms = {  # recur config -> the peer's recursion (it needs T >= 2)
-        "T=2, n=2 (the former quickstart)": (["model.T=2", "model.n=2", "model.ffn_multiple=256"], 2, 2),
-        "T=2, n=2, ffn_multiple=64": (["model.T=2", "model.n=2"], 2, 2),
-        "recur train (quickstart) vs the peer at T=2, n=2": ([], 2, 2),
+    arms = {  # name: recur's settings, the peer's recursion (it needs T >= 2), how the peer's size is matched
+        "trm-cpu (T=2, n=2) vs the peer at its width": (["model.T=2", "model.n=2", "model.ffn_multiple=256"], 2, 2,
+                                                        "width"),
+        "trm-cpu (T=2, n=2) vs the peer at width 64": (["model.T=2", "model.n=2", "model.ffn_multiple=256"], 2, 2,
+                                                       "channel"),
+        "T=2, n=2, ffn_multiple=64 vs the peer at width 64": (["model.T=2", "model.n=2"], 2, 2, "channel"),
+        "quickstart (T=1, n=1) vs the peer at width 64, T=2, n=1": ([], 2, 1, "channel"),
     }
     results = []
-    for name, (overrides, T, n) in arms.items():
+    for name, (overrides, T, n, match) in arms.items():
         ours, theirs = [], []
         for _ in range(a.reps):
             ms, params = recur_step_ms(a, overrides)
             ours.append(ms)
             args = {"rows": a.rows, "cells": 36, "seq": 37, "vocab": 8, "layers": 2, "T": T, "n": n, "params": params,
-                    "threads": a.threads, "steps": a.steps, "warmup": a.warmup}
+                    "threads": a.threads, "steps": a.steps, "warmup": a.warmup, "match": match, "dim": 64}
             done = subprocess.run([a.peer_python, "-c", PEER, json.dumps(args)], capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"the peer failed: {done.stderr.strip().splitlines()[-1]}")
             peer = json.loads(done.stdout)
             theirs.append(peer["ms"])
         r, q = statistics.median(ours), statistics.median(theirs)
-        results.append((name, params, peer["params"], peer["dim"], r, q))
+        results.append((name, params, peer, r, q))
     print(f"{a.rows} rows per step, {a.threads} threads, float32, median of {a.reps} x {a.steps} steps\n")
-    print("| arm | recur params | peer params (dim) | recur ms/step | peer ms/step | recur speed-up |")
+    print("| arm | recur params | peer params (width, channel expansion) | recur ms/step | peer ms/step | recur speed-up |")
     print("|---|---|---|---|---|---|")
-    for name, params, pp, dim, r, q in results:
-        print(f"| {name} | {params:,} | {pp:,} ({dim}) | {r:.1f} | {q:.1f} | {q / r:.2f}x |")
+    for name, params, peer, r, q in results:
+        print(f"| {name} | {params:,} | {peer['params']:,} ({peer['dim']}, {peer['channel']:g}) | {r:.1f} | {q:.1f} | "
+              f"{q / r:.2f}x |")
 
 
 if __name__ == "__main__":

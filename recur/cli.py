@@ -209,6 +209,7 @@ def cmd_eval(a) -> None:
         print(f"voted over every augmented version ({vote['tasks']} tasks, {vote['test_inputs']} test inputs):")
         print("  pass@k, per test input (ARC Prize, TRM): " + "  ".join(f"{k}:{vote['pass@' + k]:.3f}" for k in ks))
         print("  pass@k, all-or-nothing per task (HRM):   " + "  ".join(f"{k}:{vote['task_pass@' + k]:.3f}" for k in ks))
+        print(f"  one canonical pass (the un-augmented version alone, per test input): {vote['canonical_pass@1']:.3f}")
         print(f"  per-example exact (one augmented version, no vote; not pass@k): {vote['per_example_exact']:.3f}")
 
 

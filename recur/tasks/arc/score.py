@@ -10,7 +10,8 @@ Two scoring rules, named apart because they differ whenever a task has several t
 
 Neither is `per_example_exact`, the share of single augmented versions whose own answer (cropped
 and de-augmented, no voting) is the solution: the per-example exact accuracy that training logs
-report and that is often mistaken for pass@k (TRM issue #55).
+report and that is often mistaken for pass@k (TRM issue #55). `canonical_pass@1` is pass@1's per-input
+credit from the un-augmented version alone: the single canonical pass that the vote improves on.
 
 Submission (Kaggle 2024/2025): {task_id: [{"attempt_1": grid, "attempt_2": grid}, ...]}, one entry
 per test input in order, every test task present. Attempts are the two best candidates; with one
@@ -57,6 +58,9 @@ def score(votes: Votes, ks: tuple[int, ...] = PASS_KS) -> dict[str, float]:
     out = {f"pass@{k}": float(np.sum(per_input[k]) / n) for k in ks}
     out.update({f"task_pass@{k}": float(np.sum(whole[k]) / n) for k in ks})
     out["per_example_exact"] = votes.rows_exact / max(votes.rows_scored, 1)
+    # the same per-input credit from the un-augmented version alone: what the vote adds over one canonical pass
+    canonical = [np.mean([votes.canonical.get((task, i), False) for i in range(len(pairs))]) for task, _, pairs in tasks]
+    out["canonical_pass@1"] = float(np.sum(canonical) / n)
     out["tasks"] = len(tasks)
     out["test_inputs"] = sum(len(p) for _, _, p in tasks)
     return out

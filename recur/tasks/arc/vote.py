@@ -45,6 +45,9 @@ class Votes:
         """Rows whose own de-augmented answer equals the known solution (per-example exact, no voting)."""
         self.rows_scored = 0
         """Rows whose solution is known."""
+        self.canonical: dict[tuple[int, int], bool] = {}
+        """(task row, test index) -> whether the un-augmented version's own answer is the solution: the single
+        canonical pass the vote is measured against."""
 
     def add(self, idx: np.ndarray, tokens: np.ndarray, halt_prob: np.ndarray) -> None:
         """Feed one batch: test-split example indices idx [b], predicted tokens [b, S*S], sigmoid(q_halt) [b]."""
@@ -68,7 +71,10 @@ class Votes:
             grid = invert(answer, int(d[r]), colours[r])
             key = _key(grid)
             if known:
-                self.rows_exact += int(key == _key(self.examples.original(int(solution[r]))))
+                right = key == _key(self.examples.original(int(solution[r])))
+                self.rows_exact += int(right)
+                if int(rows["aug"][r]) == 0:
+                    self.canonical[(int(rows["task"][r]), int(rows["pair"][r]))] = right
             slot = self.candidates.setdefault((int(rows["task"][r]), int(rows["pair"][r])), {})
             entry = slot.setdefault(key, [0, 0.0, grid])
             entry[0] += 1
@@ -84,6 +90,7 @@ class Votes:
                 entry[1] += q
         self.rows += other.rows
         self.rows_exact += other.rows_exact
+        self.canonical.update(other.canonical)
         self.rows_scored += other.rows_scored
         return self
 
