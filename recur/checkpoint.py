@@ -120,9 +120,14 @@ def newest(run: Path, notes: list[str], train: bool = False) -> Path | None:
 
 
 def resolve(path: str | Path, notes: list[str] | None = None) -> Path:
-    """A run directory (its newest usable checkpoint; skipped ones go into `notes`), a checkpoint directory or a
-    model.safetensors file -> the model file."""
+    """A run directory (its newest usable checkpoint; skipped ones go into `notes`), a checkpoint directory, a
+    model.safetensors file, or the name of a model shipped with recur (recur.pretrained; a path of that name
+    wins) -> the model file."""
+    from . import pretrained
+
     p = Path(path)
+    if not p.exists() and (shipped := pretrained.path(str(path))) is not None:
+        return shipped
     if p.is_file():
         return p
     if (p / MODEL_FILE).is_file() or re.fullmatch(r"step_\d+", p.name):
@@ -165,6 +170,27 @@ def read_model(path: str | Path, notes: list[str] | None = None) -> tuple[dict[s
     if bad is not None:
         raise RecurError(f"{f} holds NaN or infinite values in {bad} (saved from a diverged run?)")
     return weights, meta
+
+
+def export(src: str | Path, out: str | Path) -> Path:
+    """Write `src`'s model file to `out` for sharing: the weights and the header's config, dataset info and data
+    settings, without the training state and without this machine's paths (where the data and runs were)."""
+    weights, meta = read_model(src)
+    record = meta.get("dataset")
+    if isinstance(record, dict):  # found again by its settings and fingerprint, not by where it was
+        meta["dataset"] = {k: record[k] for k in ("settings", "fingerprint") if k in record}
+    elif record is not None:
+        del meta["dataset"]
+    cfg = meta.get("config", {})
+    cfg.get("data", {})["dir"] = ""
+    cfg.get("train", {}).update(out_dir="runs", run_name="", init_from="")
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_model(out, weights, meta)
+    except (OSError, SafetensorError) as e:
+        raise RecurError(f"cannot write {out}: {getattr(e, 'strerror', None) or e}") from None
+    return out
 
 
 def read_train_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -339,8 +339,9 @@ def cmd_solve(a) -> None:
         model = _load(a.model, a)
         chosen = f"the model {model.source}"
     else:
-        model = _load(_latest_run(Path("runs")), a)
-        chosen = f"the newest run under ./runs ({model.run_dir}; pass --model to choose another)"
+        name = _shipped_for(a.puzzle)
+        model = _load(name, a)
+        chosen = f"the shipped model {name} (pass --model to choose another)"
     src = Path(a.puzzle)
     if len(a.puzzle) < 4096 and src.is_file():  # longer is no path any system takes, but may be a big puzzle
         found = [(f"{src} line {line}", text) for line, text in model.task.read_puzzles(src, model.info)]
@@ -358,7 +359,7 @@ def cmd_solve(a) -> None:
             raise RecurError(f"{where}: {e} (for {chosen})") from None
     inputs = np.stack(rows)
     pred = model.predict(inputs, steps=a.steps, halt=a.halt, threshold=a.threshold)
-    print(f"model {model.describe()}" + ("" if a.model else " (the newest run under ./runs)") + "\n")
+    print(f"model {model.describe()}" + ("" if a.model else f" ({chosen})") + "\n")
     for i in range(len(found)):
         if len(found) > 1:
             print(f"# puzzle {i + 1}")
@@ -376,7 +377,14 @@ def cmd_solve(a) -> None:
 def cmd_report(a) -> None:
     from .report import build
 
-    out, report = build(a.runs, a.out, a.sample, a.examples, a.device, a.data)
+    runs, data, out = a.runs, a.data, a.out
+    if a.demo:
+        if runs:
+            raise RecurError("--demo reports a shipped model; give no RUN with it")
+        runs, data, out = _demo(a.demo), data or _demo_data(a.demo), out or f"{a.demo}-demo.html"
+    elif not runs:
+        raise RecurError("give at least one RUN (or --demo)")
+    out, report = build(runs, out, a.sample, a.examples, a.device, data)
     for run in report["runs"]:
         s = run["sample"]
         print(f"{run['name']}: " + (f"{s['size']} of {s['measured']} measured test puzzles traced" if s else
@@ -384,15 +392,41 @@ def cmd_report(a) -> None:
     print(f"report: {out} ({out.stat().st_size / 1e3:.0f} kB, {report['seconds']:.1f} s)")
 
 
-def _latest_run(root: Path) -> Path:
-    """The run under `root` whose newest checkpoint was written last."""
-    from .checkpoint import list_checkpoints
+def _demo(name: str) -> list:
+    from . import pretrained
 
-    runs = [(ckpts[-1].stat().st_mtime, p) for p in (root.glob("*") if root.is_dir() else [])
-            if (ckpts := list_checkpoints(p))]
-    if not runs:
-        raise RecurError("no trained model given and none found under ./runs; pass --model RUN_OR_CHECKPOINT")
-    return max(runs)[1]
+    return [pretrained.path(name)]
+
+
+def _demo_data(name: str):
+    """The shipped model's test set, generated again from the settings in its header (once, under ./data)."""
+    from .checkpoint import read_model
+    from .config import RunConfig, from_dict
+    from .data import prepare
+
+    cfg = from_dict(RunConfig, read_model(name)[1]["config"])
+    print(f"{name}: its generated test set under ./data (built once; recur prepare reads the same settings)")
+    return prepare(cfg.data)
+
+
+def _shipped_for(puzzle: str) -> str:
+    """The shipped model for a Sudoku puzzle string or file without --model: the one of its size."""
+    from . import pretrained
+
+    text = puzzle
+    src = Path(puzzle)
+    if len(puzzle) < 4096 and src.is_file():  # the file's first puzzle (the q column of a CSV)
+        lines = [ln.strip() for ln in src.read_text(errors="replace").splitlines() if ln.strip()
+                 and not ln.startswith("#")]
+        text = (lines[1].split(",")[1] if lines and lines[0].startswith("source,") and len(lines) > 1 else
+                lines[0] if lines else "")
+    cells = sum(not c.isspace() for c in text)
+    name = pretrained.for_cells(cells)
+    if name is None:
+        sizes = ", ".join(f"{n} ({c} cells)" for c, n in pretrained.CELLS.items())
+        raise RecurError(f"no model given, and no shipped model solves puzzles of {cells} cells (shipped Sudoku "
+                         f"models: {sizes}); pass --model RUN")
+    return name
 
 
 def cmd_prepare(a) -> None:
@@ -422,6 +456,12 @@ def cmd_score(a) -> None:
         return
     print(f"score {res['score']:.4f} (ARC Prize rule: per test input, either attempt; mean over "
           f"{res['tasks']} tasks); {res['solved_inputs']} of {res['test_inputs']} test inputs solved")
+
+
+def cmd_export(a) -> None:
+    from .checkpoint import export
+
+    print(f"wrote {export(a.src, a.out)}")
 
 
 def cmd_presets(a) -> None:
@@ -533,7 +573,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("solve", help="solve a puzzle given as text, or every puzzle in a file")
     s.add_argument("puzzle", help="a puzzle string (e.g. 81 characters, . or 0 for blanks) or a file of them")
-    s.add_argument("--model", help="run directory or checkpoint (default: the newest run under ./runs)")
+    s.add_argument("--model", help="run directory, checkpoint or shipped model name (default: the shipped Sudoku model "
+                   "of the puzzle's size)")
     s.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's N_sup)")
     s.add_argument("--halt", choices=["none", "adaptive"], default="adaptive")
     s.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
@@ -543,8 +584,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_solve)
 
     g = sub.add_parser("report", help="one self-contained HTML page: curves, costs, and a step-through viewer")
-    g.add_argument("runs", nargs="+", metavar="RUN",
+    g.add_argument("runs", nargs="*", metavar="RUN",
                    help="run directories, comparison directories (recur compare) or checkpoints, side by side")
+    g.add_argument("--demo", nargs="?", const="sudoku9", choices=["sudoku6", "sudoku9"],
+                   help="a model that ships with recur thinking (default sudoku9), on its own generated test set")
     g.add_argument("--out", help="the HTML file (default: RUN/report.html; ./report.html for several)")
     g.add_argument("--sample", type=int, help="puzzles per run kept for the step-through viewer (default 24)")
     g.add_argument("--examples", type=int, help="test examples the recursion is measured on, per run (default 256)")
@@ -570,6 +613,11 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("solutions", help="the *_solutions.json of the same tasks")
     sc.add_argument("--json", action="store_true")
     sc.set_defaults(fn=cmd_score)
+
+    x = sub.add_parser("export", help="write a run's model as one file to share: no training state, no paths")
+    x.add_argument("src", help="run directory, checkpoint directory or model.safetensors")
+    x.add_argument("out", help="the model file to write")
+    x.set_defaults(fn=cmd_export)
 
     sub.add_parser("presets", help="list the presets and comparisons").set_defaults(fn=cmd_presets)
 
