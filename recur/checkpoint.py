@@ -172,10 +172,15 @@ def read_model(path: str | Path, notes: list[str] | None = None) -> tuple[dict[s
     return weights, meta
 
 
-def export(src: str | Path, out: str | Path) -> Path:
+def export(src: str | Path, out: str | Path, force: bool = False) -> tuple[Path, Path]:
     """Write `src`'s model file to `out` for sharing: the weights and the header's config, dataset info and data
-    settings, without the training state and without this machine's paths (where the data and runs were)."""
-    weights, meta = read_model(src)
+    settings, without the training state and without this machine's paths (where the data and runs were).
+    An existing `out` is kept unless `force`. -> (the model file read, the file written)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise RecurError(f"{out} exists; pass --force to replace it")
+    source = resolve(src)
+    weights, meta = read_model(source)
     record = meta.get("dataset")
     if isinstance(record, dict):  # found again by its settings and fingerprint, not by where it was
         meta["dataset"] = {k: record[k] for k in ("settings", "fingerprint") if k in record}
@@ -184,13 +189,15 @@ def export(src: str | Path, out: str | Path) -> Path:
     cfg = meta.get("config", {})
     cfg.get("data", {})["dir"] = ""
     cfg.get("train", {}).update(out_dir="runs", run_name="", init_from="")
-    out = Path(out)
+    tmp = out.with_name("." + out.name + ".tmp")  # written whole, then renamed: a failed write keeps the old file
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_model(out, weights, meta)
+        save_model(tmp, weights, meta)
+        tmp.replace(out)
     except (OSError, SafetensorError) as e:
+        tmp.unlink(missing_ok=True)
         raise RecurError(f"cannot write {out}: {getattr(e, 'strerror', None) or e}") from None
-    return out
+    return source, out
 
 
 def read_train_state(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:

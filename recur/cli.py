@@ -341,7 +341,7 @@ def cmd_solve(a) -> None:
     else:
         name = _shipped_for(a.puzzle)
         model = _load(name, a)
-        chosen = f"the shipped model {name} (pass --model to choose another)"
+        chosen = f"the shipped model {name}; --model picks another"
     src = Path(a.puzzle)
     if len(a.puzzle) < 4096 and src.is_file():  # longer is no path any system takes, but may be a big puzzle
         found = [(f"{src} line {line}", text) for line, text in model.task.read_puzzles(src, model.info)]
@@ -412,14 +412,12 @@ def _demo_data(name: str):
 def _shipped_for(puzzle: str) -> str:
     """The shipped model for a Sudoku puzzle string or file without --model: the one of its size."""
     from . import pretrained
+    from .tasks.sudoku import Sudoku
 
     text = puzzle
-    src = Path(puzzle)
-    if len(puzzle) < 4096 and src.is_file():  # the file's first puzzle (the q column of a CSV)
-        lines = [ln.strip() for ln in src.read_text(errors="replace").splitlines() if ln.strip()
-                 and not ln.startswith("#")]
-        text = (lines[1].split(",")[1] if lines and lines[0].startswith("source,") and len(lines) > 1 else
-                lines[0] if lines else "")
+    if len(puzzle) < 4096 and Path(puzzle).is_file():  # the file's first puzzle, read as a Sudoku file
+        found = Sudoku().read_puzzles(Path(puzzle), {})
+        text = found[0][1] if found else ""
     cells = sum(not c.isspace() for c in text)
     name = pretrained.for_cells(cells)
     if name is None:
@@ -461,7 +459,8 @@ def cmd_score(a) -> None:
 def cmd_export(a) -> None:
     from .checkpoint import export
 
-    print(f"wrote {export(a.src, a.out)}")
+    source, out = export(a.src, a.out, a.force)
+    print(f"wrote {out} from {source}")
 
 
 def cmd_presets(a) -> None:
@@ -617,6 +616,7 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write a run's model as one file to share: no training state, no paths")
     x.add_argument("src", help="run directory, checkpoint directory or model.safetensors")
     x.add_argument("out", help="the model file to write")
+    x.add_argument("--force", action="store_true", help="replace `out` if it exists")
     x.set_defaults(fn=cmd_export)
 
     sub.add_parser("presets", help="list the presets and comparisons").set_defaults(fn=cmd_presets)

@@ -231,14 +231,11 @@ def test_checkpoint_files_are_as_readable_as_the_rest(run):
 # ---------------------------------------------------------------------------------------------- solve
 
 
-def test_solve_names_its_model_and_the_line_of_a_bad_puzzle(run, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(run.parent)  # ./runs/ does not exist here ...
-    (run.parent / "runs").mkdir()
-    shutil.copytree(run, run.parent / "runs" / "mine")  # ... until now
-    assert main(["solve", puzzle_text()]) == 0
-    assert "newest run under ./runs" in capsys.readouterr().out
-    assert main(["solve", "1" * 36]) == 2  # a 6x6 puzzle for the 4x4 model it picked
-    assert_one_line_error(capsys, 2, "has 36 cells, expected 16", str(Path("runs") / "mine"))
+def test_solve_names_its_model_and_the_line_of_a_bad_puzzle(run, tmp_path, capsys):
+    assert main(["solve", puzzle_text()]) == 2  # no --model: recur ships no 4x4 model
+    assert_one_line_error(capsys, 2, "no shipped model solves puzzles of 16 cells", "--model")
+    assert main(["solve", "1" * 36, "--model", str(run)]) == 2  # a 6x6 puzzle for the 4x4 model
+    assert_one_line_error(capsys, 2, "has 36 cells, expected 16", str(run))
     bad = tmp_path / "puzzles.txt"
     bad.write_bytes(f"# two puzzles, Windows line ends\r\n{puzzle_text()}\r\n{'1' * 15}\r\n".encode())
     assert main(["solve", str(bad), "--model", str(run)]) == 2

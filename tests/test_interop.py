@@ -41,7 +41,9 @@ VARIANTS = {
     # no yaml: what the weights cannot tell comes from flags
     "learned_pos": ("step_30", ["model.heads=2", "model.T=1", "model.n=2", "model.prefix_len=2"], 81),
 }
-TOL = dict(atol=1e-5, rtol=1e-4)
+# float32 kernels differ in summation order between CPUs (AMD AVX-512, Intel AMX: up to 4e-5 on the logits after
+# three recursive steps); the argmax must still match exactly (below)
+TOL = dict(atol=1e-4, rtol=1e-4)
 
 
 def src(variant: str) -> Path:

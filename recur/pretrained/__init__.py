@@ -5,7 +5,10 @@
     recur report --demo              # a shipped model thinking, in the step-through viewer
 
 Each file is an exported model.safetensors (`recur export RUN OUT`): the evaluation weights with the run's
-config, dataset info and data settings in its header, and no training state or machine paths.
+config, dataset info and data settings in its header, and no training state or machine paths. Preset
+`pretrained-NAME` is the recipe of model NAME (`recur train pretrained-sudoku9`, then
+`recur export runs/... recur/pretrained/sudoku9.safetensors --force`); docs/benchmarks.md section 15 has
+their accuracy.
 """
 
 from __future__ import annotations

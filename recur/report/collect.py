@@ -97,7 +97,7 @@ def _kind(path: Path) -> str:
     if not path.exists():
         raise RecurError(f"{path} does not exist")
     if path.is_file():
-        if path.name == MODEL_FILE:
+        if path.name == MODEL_FILE or path.suffix == ".safetensors":  # an exported model (recur export) too
             return "checkpoint"
         raise RecurError(f"{path} is a file, not a run directory, a comparison directory or a checkpoint")
     if (path / "config.json").is_file():
@@ -153,7 +153,7 @@ def collect_run(path: str | Path, sample: int = SAMPLE, examples: int = EXAMPLES
     path = Path(path)
     kind = _kind(path)
     notes: list[str] = []
-    run = {"name": name or (path.parent.name if path.is_file() else path.name), "path": str(path), "kind": kind,
+    run = {"name": name or (path.parent.name if path.name == MODEL_FILE else path.stem if path.is_file() else path.name), "path": str(path), "kind": kind,
            "notes": notes, "meta": {}, "config": None, "summary": None, "curves": None, "eval": None,
            "checkpoints": [], "checkpoint": None, "data": None, "params": None, "cost": None, "wall_s": None,
            "train_s": None, "profile": None, "recursion": None, "sample": None}
@@ -171,7 +171,7 @@ def collect_run(path: str | Path, sample: int = SAMPLE, examples: int = EXAMPLES
         if (model := _load(ckpt, device, notes)) is not None:
             break
     if model is not None:
-        run["checkpoint"] = {"name": ckpt.name if ckpt.is_dir() else ckpt.parent.name,
+        run["checkpoint"] = {"name": ckpt.parent.name if ckpt.name == MODEL_FILE else ckpt.name,
                              "step": model.meta.get("step")}
         if run["config"] is None:
             run["config"] = model.meta.get("config")
