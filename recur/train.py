@@ -196,7 +196,10 @@ class Trainer:
         self.window: dict[str, torch.Tensor] = {}
         self.window_steps = 0  # optimizer steps the window holds (a resumed one may have begun before the resume)
         self.totals: dict[str, torch.Tensor] = {}
-        self.eval_model = copy.deepcopy(self.model) if self.ema else self.model
+        # the EMA leaves sparse tables (puzzle embeddings) out, so the evaluation copy shares the live ones: an
+        # ARC-AGI-1 table is 1.8 GB, and a second copy of it was half the process's memory
+        tables = {id(p): p for n, p in self.model.named_parameters() if n.startswith(SPARSE_PREFIX)}
+        self.eval_model = copy.deepcopy(self.model, memo=tables) if self.ema else self.model
         compile_on = t.compile == "on" or (t.compile == "auto" and self.device.type == "cuda")
         self.step_model = torch.compile(self.model) if compile_on else self.model
 

@@ -193,3 +193,19 @@ def test_auto_threads_drop_to_one_when_training_slows_threefold(baseline, tmp_pa
     trainer._check_speed(3.9)
     assert chosen == [1]
     trainer.close()
+
+
+def test_the_evaluation_copy_shares_the_puzzle_table_and_averages_the_rest(tmp_path):
+    """The EMA leaves the sparse puzzle-embedding table out, so the evaluation model uses the live table, not a
+    second copy of it (1.8 GB on ARC-AGI-1); its dense weights are the EMA's, apart from the live ones."""
+    trainer = Trainer(micro(tmp_path, "model.puzzle_emb_dim=8", "model.prefix_len=1"), tmp_path / "run",
+                      say=lambda m: None)
+    try:
+        assert trainer.eval_model.puzzle_emb is trainer.model.puzzle_emb
+        live, averaged = dict(trainer.model.named_parameters()), dict(trainer.eval_model.named_parameters())
+        assert all(averaged[n] is not p for n, p in live.items() if n != "puzzle_emb")
+        trainer.fit()
+        summary = read_metrics(tmp_path / "run")[-1]
+        assert summary["kind"] == "eval" and 0 <= summary["token_accuracy"] <= 1
+    finally:
+        trainer.close()
