@@ -146,6 +146,13 @@ def collect(paths: list[str | Path], sample: int = SAMPLE, examples: int = EXAMP
             "runs": runs, "comparisons": comparisons, "notes": notes}
 
 
+def _name(path: Path) -> str:
+    """A run's directory name; a checkpoint's step directory; an exported model file's stem."""
+    if path.name == MODEL_FILE:
+        return path.parent.name
+    return path.stem if path.is_file() else path.name
+
+
 def collect_run(path: str | Path, sample: int = SAMPLE, examples: int = EXAMPLES, device: str = "cpu",
                 data: str | Path | None = None, name: str | None = None) -> dict:
     """One run directory or checkpoint as a dict (see the module docstring); never raises for what is missing,
@@ -153,7 +160,7 @@ def collect_run(path: str | Path, sample: int = SAMPLE, examples: int = EXAMPLES
     path = Path(path)
     kind = _kind(path)
     notes: list[str] = []
-    run = {"name": name or (path.parent.name if path.name == MODEL_FILE else path.stem if path.is_file() else path.name), "path": str(path), "kind": kind,
+    run = {"name": name or _name(path), "path": str(path), "kind": kind,
            "notes": notes, "meta": {}, "config": None, "summary": None, "curves": None, "eval": None,
            "checkpoints": [], "checkpoint": None, "data": None, "params": None, "cost": None, "wall_s": None,
            "train_s": None, "profile": None, "recursion": None, "sample": None}
