@@ -296,6 +296,11 @@ class TrainConfig:
     new table starts at the mean of the rows it trained (the reference's resize). Empty = a fresh model."""
     freeze: bool = False
     """Train only the per-puzzle embeddings; every other weight stays as train.init_from left it."""
+    recompute: bool = False
+    """Activation checkpointing: keep only the input of each backpropagated net call and run the call again during
+    backward. The results are the same, for one more forward of those calls (with T=3, n=4 a step takes about 1.2x as
+    long) and one call's activations held instead of n+1: ARC-AGI-1 on a CPU at batch 8 peaks 1.2 GB above the built
+    model instead of 2.7 (docs/benchmarks.md section 12)."""
 
 
 @dataclass

@@ -19,17 +19,22 @@ Depth = tuple[int, int]
 """(T, n) of one supervision step: T cycles of n latent updates and one answer update."""
 
 
-def unroll(updates: Sequence[Callable], state, n_grad: int):
+def unroll(updates: Sequence[Callable], state, n_grad: int, recompute: bool = False):
     """Apply `updates` in order; all but the last `n_grad` run without gradients.
 
     TRM: updates = ([z-update]*n + [y-update])*T with n_grad = n+1 (backprop through the last cycle).
+    recompute: each backpropagated update keeps only its input state and runs again during backward (activation
+    checkpointing): one more forward of those n_grad updates buys the memory of their activations.
     """
     split = len(updates) - n_grad
     with torch.no_grad():
         for f in updates[:split]:
             state = f(state)
     for f in updates[split:]:
-        state = f(state)
+        if recompute and torch.is_grad_enabled():
+            state = torch.utils.checkpoint.checkpoint(f, state, use_reentrant=False)
+        else:
+            state = f(state)
     return state
 
 

@@ -181,6 +181,9 @@ class Trainer:
         self.model = build_model(cfg.model, self.data.info, self.dtype).to(self.device)
         if t.init_from and not resume:
             self._init_from(t.init_from)
+        for m in self.model.modules():  # the modules that unroll a recursion
+            if hasattr(m, "recompute"):
+                m.recompute = t.recompute
         if t.freeze:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith(SPARSE_PREFIX))
@@ -253,12 +256,13 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path | None:
-        if not bool(torch.stack([p.isfinite().all() for p in self.model.parameters()]).all()):
+        if not all(checkpoint.finite(p) for p in self.model.parameters()):
             kept = checkpoint.list_checkpoints(self.run_dir)
             raise RecurError(f"training diverged: weights hold NaN or infinity at step {self.step}, so no checkpoint "
                              f"was written (the newest is {kept[-1].name if kept else 'none'}); lower optim.lr")
         opt_tensors, opt_rest = checkpoint.optimizer_state(self.opts)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        # the puzzle tables are not averaged, so the model file's copy (eval_weights) is the live one
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items() if not k.startswith(SPARSE_PREFIX)}
         tensors.update(opt_tensors)
         tensors.update(self.engine.state_dict())
         tensors.update({f"metrics.window.{k}": v for k, v in self._reduce(self.window).items()})
@@ -281,8 +285,12 @@ class Trainer:
         if ckpt is None:
             raise RecurError(f"{self.run_dir} has no checkpoint to resume from")
         tensors, state = checkpoint.read_train_state(ckpt)
+        eval_weights, _ = checkpoint.read_model(ckpt)  # the EMA's weights, and the puzzle tables
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        bad = next((k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+        for k, v in eval_weights.items():  # (older checkpoints hold the tables in both files)
+            if k.startswith(SPARSE_PREFIX):
+                weights.setdefault(k, v)
+        bad = next((k for k, v in weights.items() if not checkpoint.finite(v)), None)
         if bad is not None:
             raise RecurError(f"checkpoint {ckpt} holds NaN or infinite values in {bad}; resume from an earlier one")
         try:
@@ -290,9 +298,8 @@ class Trainer:
         except RuntimeError as e:
             raise RecurError(f"checkpoint {ckpt} does not fit this model: {str(e).splitlines()[0]}") from None
         if self.ema:
-            ema_weights, _ = checkpoint.read_model(ckpt)
             for k in self.ema.shadow:
-                self.ema.shadow[k].copy_(ema_weights[k])
+                self.ema.shadow[k].copy_(eval_weights[k])
         checkpoint.load_optimizer_state(self.opts, tensors, state["optimizers"])
         self.sampler.load_state_dict(state["sampler"])
         self.engine.load_state_dict(tensors)

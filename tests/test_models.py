@@ -221,3 +221,41 @@ def test_bfloat16_attention_on_cpu_matches_float32():
         grads.append(x.grad.float())
     torch.testing.assert_close(outs[1], outs[0], atol=0.05, rtol=0.05)
     torch.testing.assert_close(grads[1], grads[0], atol=0.1, rtol=0.05)
+
+
+def _saved(fn):
+    """fn()'s result, and the tensors autograd keeps for its backward."""
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        out = fn()
+    return out, kept
+
+
+def test_recompute_gives_the_same_gradients_and_keeps_fewer_activations():
+    """train.recompute (activation checkpointing in recursion.unroll): the same loss and gradients, with the
+    backpropagated calls' activations not kept through the forward."""
+    model = build_model(tiny_model_cfg(T=2, n=3), INFO)
+    inputs, ids = torch.randint(1, 6, (4, 16)), torch.tensor([0, 1, 2, 1])
+    results = []
+    for recompute in (False, True):
+        model.recompute = recompute
+        model.zero_grad()
+        out, kept = _saved(lambda: model(model.init_state(4), inputs, ids)[1])
+        out.logits.float().square().mean().backward()
+        results.append((out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                              if p.grad is not None}, sum(t.numel() for t in kept)))
+    (logits0, grads0, kept0), (logits1, grads1, kept1) = results
+    assert torch.equal(logits0, logits1) and grads0.keys() == grads1.keys()
+    for n in grads0:
+        torch.testing.assert_close(grads1[n], grads0[n], rtol=1e-5, atol=1e-7, msg=n)
+    assert kept1 < kept0 / 3, (kept1, kept0)
+
+
+@pytest.mark.parametrize("S,fused", [(16, False), (256, True)])
+def test_cpu_bfloat16_training_attention_is_fused_for_long_sequences(S, fused):
+    """The unfused kernel, which keeps [B, H, S, S] probabilities for backward, is only used to train short
+    sequences on a CPU in bfloat16 (it is faster there); from 256 positions the fused one is."""
+    attn = Attention(32, 4).to(torch.bfloat16)
+    x = torch.randn(1, S, 32, dtype=torch.bfloat16, requires_grad=True)
+    _, kept = _saved(lambda: attn(x, None))
+    assert any(t.shape[-2:] == (S, S) for t in kept) != fused

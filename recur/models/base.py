@@ -22,6 +22,8 @@ from .layers import Linear, Stack, rope_tables, trunc_normal_
 class PuzzleModel(nn.Module):
     """Shared I/O. `states` names the fixed random vectors each state tensor starts from."""
 
+    recompute = False  # recompute backpropagated net calls in backward (train.recompute; see recursion.unroll)
+
     def __init__(self, cfg: ModelConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int, dtype: torch.dtype,
                  states: tuple[str, ...]):
         super().__init__()

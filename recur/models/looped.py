@@ -105,6 +105,8 @@ class ExitRule:
 class Looped(nn.Module):
     """Prelude, core and coda of the recurrent family, plus the hybrid's exit router."""
 
+    recompute = False  # recompute backpropagated core iterations in backward (train.recompute; see recursion.unroll)
+
     def __init__(self, cfg: ModelConfig, context: int):
         super().__init__()
         c, D = cfg.lm, cfg.hidden
@@ -186,7 +188,7 @@ class Looped(nn.Module):
                 return s
             return update
 
-        s = unroll([iteration(i) for i in range(r)], s0, k)
+        s = unroll([iteration(i) for i in range(r)], s0, k, self.recompute)
         logits = readout(self._coda(s, rope, lambda j: None if cache is None else
                                     KV(start, slot=cache.slot(("coda", j)))))
         losses, stats = {}, {}

@@ -63,7 +63,7 @@ class TRM(PuzzleModel):
         if trace is not None:
             answer = _traced(answer, lambda s: trace.append(self.readout(s[0])))
         plan = ([latent] * n + [answer]) * T
-        state = unroll(plan, tuple(state), self.calls(depth)[1])
+        state = unroll(plan, tuple(state), self.calls(depth)[1], self.recompute)
         return tuple(s.detach() for s in state), self.readout(state[0])
 
 
