@@ -20,6 +20,7 @@ from .config import PRECISIONS, RunConfig, from_dict
 from .dist import pick_device, pick_dtype
 from .errors import RecurError
 from .models import build_model
+from .optim import SPARSE_PREFIX
 from .inference import infer
 from .tasks import REGISTRY
 
@@ -58,7 +59,13 @@ def load(path: str | Path, device: str = "auto", precision: str | None = None, c
     dev = pick_device(device)
     if precision is not None and precision not in PRECISIONS:
         raise RecurError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    module = build_model(cfg.model, info, pick_dtype(precision or cfg.train.precision, dev))
+    # the puzzle table becomes the loaded tensor itself, not a zero table of its size that it is copied into (an
+    # ARC-AGI-1 table is 1.8 GB: held once, not twice)
+    table = weights.get(SPARSE_PREFIX)
+    module = build_model(cfg.model, info if table is None else {**info, "num_puzzle_ids": 0},
+                         pick_dtype(precision or cfg.train.precision, dev))
+    if table is not None:
+        module.puzzle_emb = torch.nn.Parameter(table.to(module.puzzle_emb.dtype))
     try:
         module.load_state_dict(weights)
     except RuntimeError as e:

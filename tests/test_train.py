@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import recur
 from recur.checkpoint import finite, list_checkpoints, read_model
 from recur.config import load_config
 from recur.errors import RecurError
@@ -240,6 +241,8 @@ def test_the_puzzle_table_is_saved_once_and_resumes_exactly(tmp_path, legacy):
     a, b = final_weights(full), final_weights(crashed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (a["puzzle_emb"] != 0).any()  # the table trained, so the comparison means something
+    loaded = recur.load(full).module.puzzle_emb  # recur.load takes the file's table as the parameter
+    assert loaded.shape == a["puzzle_emb"].shape and torch.equal(loaded, a["puzzle_emb"])
 
 
 def test_the_finite_check_sees_a_nan_past_its_first_slice():
