@@ -62,9 +62,10 @@ def load(path: str | Path, device: str = "auto", precision: str | None = None, c
     # the puzzle table becomes the loaded tensor itself, not a zero table of its size that it is copied into (an
     # ARC-AGI-1 table is 1.8 GB: held once, not twice)
     table = weights.get(SPARSE_PREFIX)
-    module = build_model(cfg.model, info if table is None else {**info, "num_puzzle_ids": 0},
+    fits = table is not None and tuple(table.shape) == (info.get("num_puzzle_ids"), cfg.model.puzzle_emb_dim)
+    module = build_model(cfg.model, {**info, "num_puzzle_ids": 0} if fits else info,
                          pick_dtype(precision or cfg.train.precision, dev))
-    if table is not None:
+    if fits:
         module.puzzle_emb = torch.nn.Parameter(table.to(module.puzzle_emb.dtype))
     try:
         module.load_state_dict(weights)

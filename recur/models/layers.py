@@ -96,10 +96,10 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Non-causal SDPA over q, k, v [B, H, S, Dh]. A CPU in bfloat16 trains short sequences with the unfused kernel:
-    the fused one's backward is 2-4x slower there below ~200 positions (torch 2.13), while from ~250 positions on
+    the fused one's backward is 2-13x slower there below ~200 positions (torch 2.13), while from ~250 positions on
     the fused one is faster in both directions and does not hold the [B, H, S, S] probabilities (at ARC's 916
-    positions and batch 8, 10 backpropagated calls of those are 4 GB). Without gradients the fused one is faster
-    at every length."""
+    positions and batch 8, over 2 GB for TRM's backpropagated calls). Without gradients the fused one is faster at
+    every length (docs/benchmarks.md sections 10 and 12)."""
     if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] < 256 and q.requires_grad:
         with sdpa_kernel(SDPBackend.MATH):
             return F.scaled_dot_product_attention(q, k, v)
