@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import recur
@@ -243,6 +244,12 @@ def test_the_puzzle_table_is_saved_once_and_resumes_exactly(tmp_path, legacy):
     assert (a["puzzle_emb"] != 0).any()  # the table trained, so the comparison means something
     loaded = recur.load(full).module.puzzle_emb  # recur.load takes the file's table as the parameter
     assert loaded.shape == a["puzzle_emb"].shape and torch.equal(loaded, a["puzzle_emb"])
+    f = list_checkpoints(full)[-1] / "model.safetensors"  # a table of the wrong width is refused, not taken
+    with safe_open(str(f), "pt") as sf:
+        header = sf.metadata()
+    save_file({**a, "puzzle_emb": a["puzzle_emb"][:, :4].contiguous()}, str(f), metadata=header)
+    with pytest.raises(RecurError, match="do not fit the model"):
+        recur.load(f)
 
 
 def test_the_finite_check_sees_a_nan_past_its_first_slice():
