@@ -5,9 +5,11 @@ header (its training kind: size, clues, rating limits; a seed the training never
 clue count of `--givens`. Prints a markdown table: exact accuracy with all supervision steps and with
 adaptive halting (mean steps used), exact accuracy by difficulty rating (the solver's guesses; 0 = solved
 by constraint propagation alone), the time one puzzle takes (`model.solve([puzzle])`, median of 20) and
-the throughput of one batched call.
+the throughput of one batched call. Adaptive halting uses the model's own threshold (eval.halt_threshold);
+`--thresholds` adds a table of adaptive halting at other thresholds (the calibration of that default).
 
     python bench/pretrained.py [sudoku6 sudoku9] [--puzzles 1000] [--givens 9:28,30,38] [--seed 2026] [--precision float32]
+    python bench/pretrained.py --thresholds 0,1,2,3,4,6 --seed 2027
 """
 
 from __future__ import annotations
@@ -58,6 +60,19 @@ def measure(name: str, model, givens: int, count: int, seed: int) -> str:
             f"{statistics.median(one) * 1e3:.0f} ms | {count / batched:,.0f}/s |")
 
 
+def thresholds(name: str, model, values: list[float], count: int, seed: int) -> list[str]:
+    s = model.cfg.data.sudoku
+    puzzles, _, _ = generate(s.size, count, seed, s.givens, s.min_rating, s.max_rating)
+    texts = [text(p) for p in puzzles]
+    _, full = model.solve(texts, halt="none")
+    rows = [f"| {name} | all {model.n_sup} steps | {solved(puzzles, full.tokens, s.size).mean():.3f} | {model.n_sup} |"]
+    for t in values:
+        _, pred = model.solve(texts, halt="adaptive", threshold=t)
+        rows.append(f"| {name} | {t:g} | {solved(puzzles, pred.tokens, s.size).mean():.3f} | "
+                    f"{pred.steps.float().mean():.2f} |")
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", default=sorted(pretrained.REGISTRY))
@@ -65,6 +80,7 @@ def main() -> None:
     p.add_argument("--givens", default="", help="extra clue counts per size, e.g. 9:30,38 6:12")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--precision", default=None, help="auto, float32 or bfloat16 (default: the model's own, auto)")
+    p.add_argument("--thresholds", default="", help="comma-separated adaptive-halting thresholds to compare, e.g. 0,2,4")
     a = p.parse_args()
     extra = {int(size): [int(g) for g in counts.split(",")]
              for size, counts in (part.split(":") for part in a.givens.split())}
@@ -78,6 +94,12 @@ def main() -> None:
         s = model.cfg.data.sudoku
         for givens in [s.givens] + extra.get(s.size, []):
             print(measure(name, model, givens, a.puzzles, a.seed), flush=True)
+    if a.thresholds:
+        print("\n| model | adaptive-halting threshold | exact | mean steps |\n|---|---|---|---|")
+        for name in a.names:
+            values = [float(t) for t in a.thresholds.split(",")]
+            print("\n".join(thresholds(name, recur.load(name, precision=a.precision), values, a.puzzles, a.seed)),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -124,12 +124,13 @@ class Recur(Trained):
     @torch.no_grad()
     def predict(self, inputs, puzzle_ids=None, steps: int | None = None, halt: str = "none",
                 batch_size: int = 256, guidance: float = 1.0, stream: bool | None = None,
-                threshold: float = 0.0) -> Prediction:
+                threshold: float | None = None) -> Prediction:
         """Run token inputs [B, L] (or one [L]) through `steps` (default N_sup) supervision steps.
 
         halt="none" runs every step for every sample; "adaptive" stops a sample at its first step
         whose halting score is > 0 (q_halt > 0, or q_halt > q_continue for Q-learning models); the
-        steps used are returned per sample; `threshold` > 0 halts later (score > threshold). `guidance` w decodes l_u + w*(l_c - l_u) (recur.inference).
+        steps used are returned per sample; `threshold` > 0 halts later (score > threshold; default: the model's
+        eval.halt_threshold, calibrated for the shipped models). `guidance` w decodes l_u + w*(l_c - l_u) (recur.inference).
         `stream`: continuous batching (a halted sample's slot takes the next one); default on for
         adaptive halting on a GPU. Both paths give the same answers.
         """
@@ -148,6 +149,7 @@ class Recur(Trained):
         if n < 1:
             raise RecurError("steps must be >= 1")
         rec = self.cfg.recursion
+        threshold = self.cfg.eval.halt_threshold if threshold is None else threshold
         if stream is None:
             stream = halt == "adaptive" and self.device.type == "cuda"
         if stream:
@@ -161,7 +163,7 @@ class Recur(Trained):
                           per_step=cat("per_step", 1), halt_score=cat("halt_score", 1))
 
     def solve(self, puzzles: list[str], steps: int | None = None, halt: str = "adaptive",
-              threshold: float = 0.0) -> tuple[np.ndarray, Prediction]:
+              threshold: float | None = None) -> tuple[np.ndarray, Prediction]:
         """Puzzle texts -> (input tokens [B, L], Prediction); malformed text raises RecurError."""
         inputs = np.stack([self.task.parse(p, self.info) for p in puzzles])
         return inputs, self.predict(inputs, steps=steps, halt=halt, threshold=threshold)

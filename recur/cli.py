@@ -185,7 +185,8 @@ def cmd_eval(a) -> None:
               file=sys.stderr)
     res = evaluate(model.module, split, a.steps or model.n_sup, a.batch_size, model.device, a.halt,
                    model.cfg.recursion.act, limit=a.limit, task=model.task, info=model.info,
-                   feedback=model.cfg.recursion.feedback, guidance=a.guidance, threshold=a.threshold or 0.0,
+                   feedback=model.cfg.recursion.feedback, guidance=a.guidance,
+                   threshold=model.cfg.eval.halt_threshold if a.threshold is None else a.threshold,
                    samples=a.samples, noise=a.noise, acc=acc)
     if a.submission:
         from .tasks.arc.score import submission, write_submission
@@ -531,8 +532,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256)
     _runtime_args(e)
     e.add_argument("--guidance", type=float, default=1.0, help="guided decoding w (1 = plain; see recur.inference)")
-    e.add_argument("--threshold", type=float, help="adaptive halting: halt once the score is > this (default 0); "
-                   "language models: the exit criterion's threshold (default: the reference's)")
+    e.add_argument("--threshold", type=float, help="adaptive halting: halt once the score is > this (default: the "
+                   "model's eval.halt_threshold); language models: the exit criterion's threshold (default: the reference's)")
     e.add_argument("--depth", help="language models (recurrent family): comma-separated test-time depths, e.g. 1,2,4,8")
     e.add_argument("--exit", choices=["none", "kl", "latent", "entropy", "argmax", "router"],
                    help="language models (recurrent family): per-token adaptive exit criterion")
@@ -576,7 +577,8 @@ def parser() -> argparse.ArgumentParser:
                    "of the puzzle's size)")
     s.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's N_sup)")
     s.add_argument("--halt", choices=["none", "adaptive"], default="adaptive")
-    s.add_argument("--threshold", type=float, default=0.0, help="adaptive halting: halt once the score is > this")
+    s.add_argument("--threshold", type=float, help="adaptive halting: halt once the score is > this (default: the "
+                   "model's eval.halt_threshold; 4 for the shipped models, calibrated on fresh puzzles)")
     s.add_argument("--show-steps", action="store_true",
                    help="print the answer after each supervision step, changed cells in [brackets]")
     _runtime_args(s)

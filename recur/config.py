@@ -312,7 +312,8 @@ class EvalConfig:
     the first step whose q_halt > 0 and its answer is read there."""
     halt_threshold: float = 0.0
     """Adaptive halting stops a sample once its halting score is > this (0 = the trained decision; higher halts
-    later: an accuracy-for-compute knob at inference)."""
+    later: an accuracy-for-compute knob at inference). The default threshold of `recur solve`, `recur eval` and
+    `Recur.predict` for this model; the shipped models set 4 (docs/benchmarks.md section 15)."""
     guidance: float = 1.0
     """Guided decoding w: read answers from l_u + w*(l_c - l_u), l_c the logits after a step and l_u those before
     it (the DIS paper's policy-improvement knob); 1 = plain decoding."""
