@@ -214,11 +214,13 @@ def test_the_evaluation_copy_shares_the_puzzle_table_and_averages_the_rest(tmp_p
         trainer.close()
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_the_puzzle_table_is_saved_once_and_resumes_exactly(tmp_path, legacy):
+@pytest.mark.parametrize("legacy,dtype", [(False, "float32"), (True, "float32"), (False, "bfloat16")])
+def test_the_puzzle_table_is_saved_once_and_resumes_exactly(tmp_path, legacy, dtype):
     """train.safetensors leaves the puzzle table out (model.safetensors holds the live one: the EMA does not average
-    it), and a resume restores it bit for bit; a checkpoint written before, with the table in both files, too."""
-    extra = ("model.puzzle_emb_dim=8", "model.prefix_len=1", "train.steps=8", "train.ckpt_every=4", "train.eval_every=0")
+    it), and a resume restores it bit for bit (a bfloat16 table's stochastic rounding too); a checkpoint written
+    before, with the table in both files, too."""
+    extra = ("model.puzzle_emb_dim=8", "model.prefix_len=1", "train.steps=8", "train.ckpt_every=4", "train.eval_every=0",
+             f"model.puzzle_emb_dtype={dtype}")
     full = tmp_path / "full"
     Trainer(micro(tmp_path, *extra), full, say=lambda m: None).fit()
     first = list_checkpoints(full)[0]
