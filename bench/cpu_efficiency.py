@@ -8,7 +8,7 @@ the same process, dtype and thread count: the share of the hardware the step rea
 
     python bench/cpu_efficiency.py                      # the CPU presets, float32
     python bench/cpu_efficiency.py --precision auto     # bfloat16 on CPUs that have it
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/cpu_efficiency.py   # close to an AVX2 CPU
+    MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/cpu_efficiency.py   # AVX2 kernels only
 """
 
 from __future__ import annotations
