@@ -96,8 +96,8 @@ def main() -> None:
             print(measure(name, model, givens, a.puzzles, a.seed), flush=True)
     if a.thresholds:
         print("\n| model | adaptive-halting threshold | exact | mean steps |\n|---|---|---|---|")
+        values = [float(t) for t in a.thresholds.split(",")]
         for name in a.names:
-            values = [float(t) for t in a.thresholds.split(",")]
             print("\n".join(thresholds(name, recur.load(name, precision=a.precision), values, a.puzzles, a.seed)),
                   flush=True)
 
