@@ -36,10 +36,16 @@ def solved(puzzles: np.ndarray, tokens: torch.Tensor, size: int) -> np.ndarray:
     return np.array([is_valid_solution(p, from_tokens(a), size) for p, a in zip(puzzles, tokens.numpy())])
 
 
-def measure(name: str, model, givens: int, count: int, seed: int) -> str:
+def draw(model, givens: int, count: int, seed: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """`count` fresh puzzles of the model's kind with `givens` clues: (puzzles, their texts, their ratings)."""
     s = model.cfg.data.sudoku
     puzzles, _, ratings = generate(s.size, count, seed, givens, s.min_rating, s.max_rating)
-    texts = [text(p) for p in puzzles]
+    return puzzles, [text(p) for p in puzzles], ratings
+
+
+def measure(name: str, model, givens: int, count: int, seed: int) -> str:
+    s = model.cfg.data.sudoku
+    puzzles, texts, ratings = draw(model, givens, count, seed)
     t0 = time.perf_counter()
     _, full = model.solve(texts, halt="none")
     batched = time.perf_counter() - t0
@@ -62,8 +68,7 @@ def measure(name: str, model, givens: int, count: int, seed: int) -> str:
 
 def thresholds(name: str, model, values: list[float], count: int, seed: int) -> list[str]:
     s = model.cfg.data.sudoku
-    puzzles, _, _ = generate(s.size, count, seed, s.givens, s.min_rating, s.max_rating)
-    texts = [text(p) for p in puzzles]
+    puzzles, texts, _ = draw(model, s.givens, count, seed)
     _, full = model.solve(texts, halt="none")
     rows = [f"| {name} | all {model.n_sup} steps | {solved(puzzles, full.tokens, s.size).mean():.3f} | {model.n_sup} |"]
     for t in values:
@@ -89,17 +94,16 @@ def main() -> None:
     print("| model | clues | puzzles | exact, all steps | exact, adaptive (steps) | exact by rating (puzzles) "
           "| one puzzle | batched |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in a.names:
-        model = recur.load(name, precision=a.precision)
+    models = {name: recur.load(name, precision=a.precision) for name in a.names}
+    for name, model in models.items():
         s = model.cfg.data.sudoku
         for givens in [s.givens] + extra.get(s.size, []):
             print(measure(name, model, givens, a.puzzles, a.seed), flush=True)
     if a.thresholds:
         print("\n| model | adaptive-halting threshold | exact | mean steps |\n|---|---|---|---|")
         values = [float(t) for t in a.thresholds.split(",")]
-        for name in a.names:
-            print("\n".join(thresholds(name, recur.load(name, precision=a.precision), values, a.puzzles, a.seed)),
-                  flush=True)
+        for name, model in models.items():
+            print("\n".join(thresholds(name, model, values, a.puzzles, a.seed)), flush=True)
 
 
 if __name__ == "__main__":

@@ -299,7 +299,7 @@ class TrainConfig:
     recompute: bool = False
     """Activation checkpointing: keep only the input of each backpropagated net call and run the call again during
     backward. The results are the same, for one more forward of those calls (with T=3, n=4 a step takes about 1.2x as
-    long) and one call's activations held instead of n+1: ARC-AGI-1 on a CPU at batch 8 peaks 1.2 GB above the built
+    long) and one call's activations held instead of n+1: ARC-AGI-1 on a CPU at batch 8 peaks 1.3 GB above the built
     model instead of 2.7 (docs/benchmarks.md section 12)."""
 
 

@@ -285,14 +285,14 @@ class Trainer:
         if ckpt is None:
             raise RecurError(f"{self.run_dir} has no checkpoint to resume from")
         tensors, state = checkpoint.read_train_state(ckpt)
-        eval_weights, _ = checkpoint.read_model(ckpt)  # the EMA's weights, and the puzzle tables
         weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        for k, v in eval_weights.items():  # (older checkpoints hold the tables in both files)
-            if k.startswith(SPARSE_PREFIX):
-                weights.setdefault(k, v)
         bad = next((k for k, v in weights.items() if not checkpoint.finite(v)), None)
         if bad is not None:
             raise RecurError(f"checkpoint {ckpt} holds NaN or infinite values in {bad}; resume from an earlier one")
+        eval_weights, _ = checkpoint.read_model(ckpt)  # the EMA's weights and the puzzle tables, checked there
+        for k, v in eval_weights.items():  # (older checkpoints hold the tables in both files)
+            if k.startswith(SPARSE_PREFIX):
+                weights.setdefault(k, v)
         try:
             self.model.load_state_dict(weights)
         except RuntimeError as e:

@@ -22,6 +22,12 @@ def as_text(puzzle: np.ndarray) -> str:
     return "".join(str(d) if d else "." for d in puzzle)
 
 
+def solved(model, puzzles: np.ndarray, pred) -> np.ndarray:
+    """Per puzzle: whether the prediction is a valid solution of it."""
+    size = model.cfg.data.sudoku.size
+    return np.array([is_valid_solution(p, from_tokens(a), size) for p, a in zip(puzzles, pred.tokens.numpy())])
+
+
 def fresh(name: str, count: int, seed: int = 2026) -> tuple:
     """The shipped model and `count` new puzzles made by the generator settings in its own header."""
     model = recur.load(name)
@@ -33,10 +39,9 @@ def fresh(name: str, count: int, seed: int = 2026) -> tuple:
 @pytest.mark.parametrize("name", sorted(pretrained.REGISTRY))
 def test_a_shipped_model_solves_fresh_puzzles_of_its_kind(name):
     model, puzzles = fresh(name, 100)
-    inputs, pred = model.solve([as_text(p) for p in puzzles], halt="none")
-    size = model.cfg.data.sudoku.size
-    solved = np.mean([is_valid_solution(p, from_tokens(a), size) for p, a in zip(puzzles, pred.tokens.numpy())])
-    assert solved >= FLOOR[name], f"{name} solved {solved:.3f} of 100 fresh puzzles"
+    _, pred = model.solve([as_text(p) for p in puzzles], halt="none")
+    rate = solved(model, puzzles, pred).mean()
+    assert rate >= FLOOR[name], f"{name} solved {rate:.3f} of 100 fresh puzzles"
 
 
 @pytest.mark.parametrize("name", sorted(pretrained.REGISTRY))
@@ -45,11 +50,10 @@ def test_adaptive_halting_at_the_shipped_threshold_keeps_the_accuracy_in_fewer_s
     solve, less a puzzle or two, in well under half the steps (at threshold 0 it lost ~8 points)."""
     model, puzzles = fresh(name, 100, seed=7)
     assert model.cfg.eval.halt_threshold == 4.0
-    texts, size = [as_text(p) for p in puzzles], model.cfg.data.sudoku.size
+    texts = [as_text(p) for p in puzzles]
     _, full = model.solve(texts, halt="none")
     _, adaptive = model.solve(texts)
-    ok = lambda pred: sum(is_valid_solution(p, from_tokens(a), size) for p, a in zip(puzzles, pred.tokens.numpy()))  # noqa: E731
-    assert ok(adaptive) >= ok(full) - 2
+    assert solved(model, puzzles, adaptive).sum() >= solved(model, puzzles, full).sum() - 2
     assert adaptive.steps.float().mean() < model.n_sup / 2
     _, eager = model.solve(texts, threshold=0.0)  # the trained decision halts earlier still
     assert eager.steps.float().mean() <= adaptive.steps.float().mean()

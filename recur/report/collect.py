@@ -97,7 +97,7 @@ def _kind(path: Path) -> str:
     if not path.exists():
         raise RecurError(f"{path} does not exist")
     if path.is_file():
-        if path.name == MODEL_FILE or path.suffix == ".safetensors":  # an exported model (recur export) too
+        if path.suffix == ".safetensors":  # a checkpoint's model file, or an exported model (recur export)
             return "checkpoint"
         raise RecurError(f"{path} is a file, not a run directory, a comparison directory or a checkpoint")
     if (path / "config.json").is_file():
